@@ -1,0 +1,1 @@
+//! Network-namespace lab used by the privileged tests and the demo.

@@ -1,0 +1,243 @@
+//! Events written by the kernel programs: a fixed [`EventHeader`] followed by one payload type
+//! chosen by [`EventKind`]. The ring buffer record for kind `K` is `Record<PayloadOf<K>>`.
+
+use crate::net::SockTuple;
+
+/// What an event reports. The numeric values are part of the kernel/user contract.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// connect() put a SYN on the wire ([`ConnectStart`]).
+    ConnectStart = 1,
+    /// Handshake completed ([`Connected`]).
+    Connected = 2,
+    /// Active open failed, on the wire or before it ([`ConnectFailed`]).
+    ConnectFailed = 3,
+    /// RST received ([`Reset`]).
+    ResetReceived = 4,
+    /// RST sent ([`Reset`]).
+    ResetSent = 5,
+    /// FIN received on an established connection ([`PeerClose`]).
+    PeerClose = 6,
+    /// Segment retransmitted ([`Retransmit`]).
+    Retransmit = 7,
+    /// Packet of a watched connection dropped by the kernel ([`Drop`]).
+    Drop = 8,
+    /// Socket destroyed, with a summary ([`Closed`]).
+    Closed = 9,
+    /// First response bytes read after a request was written ([`FirstByte`]).
+    FirstByte = 10,
+    /// A watched process accepted a connection ([`Accepted`]).
+    Accepted = 11,
+}
+
+impl EventKind {
+    /// Converts the wire value back, `None` for values this build does not know.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::ConnectStart,
+            2 => Self::Connected,
+            3 => Self::ConnectFailed,
+            4 => Self::ResetReceived,
+            5 => Self::ResetSent,
+            6 => Self::PeerClose,
+            7 => Self::Retransmit,
+            8 => Self::Drop,
+            9 => Self::Closed,
+            10 => Self::FirstByte,
+            11 => Self::Accepted,
+            _ => return None,
+        })
+    }
+}
+
+/// Socket role: opened actively by the watched process, or accepted by it.
+pub const ROLE_UNKNOWN: u8 = 0;
+/// Actively opened by the watched process (a connection to an upstream).
+pub const ROLE_UPSTREAM: u8 = 1;
+/// Accepted by the watched process (a connection from a client).
+pub const ROLE_CLIENT: u8 = 2;
+
+/// Common start of every event.
+///
+/// `tgid`/`tid`/`comm` name the owner of the socket as recorded when the socket was first seen
+/// in process context, not the task that happened to be running when the event fired: resets,
+/// handshakes and drops are handled in softirq context, on whatever task was interrupted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u16,
+    /// [`ROLE_UPSTREAM`], [`ROLE_CLIENT`] or [`ROLE_UNKNOWN`].
+    pub role: u8,
+    pub _pad: [u8; 5],
+    /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Socket cookie, 0 when the kernel had not assigned one yet.
+    pub cookie: u64,
+    /// Kernel address of the `struct sock`; unique while the socket lives.
+    pub sock: u64,
+    pub comm: [u8; 16],
+    pub tuple: SockTuple,
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 96);
+
+/// A header and its payload, as written to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Record<P> {
+    pub header: EventHeader,
+    pub payload: P,
+}
+
+/// Payload of [`EventKind::ConnectStart`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectStart {
+    /// When the socket entered SYN_SENT (the header's time is when connect() returned).
+    pub syn_ns: u64,
+}
+
+/// Payload of [`EventKind::Connected`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Connected {
+    /// SYN_SENT to ESTABLISHED.
+    pub latency_ns: u64,
+    pub syn_retransmits: u32,
+    /// Smoothed RTT in microseconds right after the handshake.
+    pub srtt_us: u32,
+}
+
+/// How an active open failed.
+pub const FAIL_RST: u8 = 1;
+/// An ICMP error (host/net/port unreachable) was recorded on the socket.
+pub const FAIL_ICMP: u8 = 2;
+/// The kernel gave up retransmitting the SYN.
+pub const FAIL_TIMEOUT: u8 = 3;
+/// The application closed the socket while the handshake was in progress.
+pub const FAIL_ABORTED: u8 = 4;
+/// connect() itself returned the error; nothing went on the wire.
+pub const FAIL_SYSCALL: u8 = 5;
+/// None of the above could be told apart.
+pub const FAIL_OTHER: u8 = 6;
+
+/// Payload of [`EventKind::ConnectFailed`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectFailed {
+    /// SYN_SENT (or connect() entry) to failure.
+    pub duration_ns: u64,
+    /// Positive errno: `sk_err`, else `sk_err_soft`, else connect()'s return value.
+    pub errno: i32,
+    pub syn_retransmits: u32,
+    /// One of the `FAIL_*` values.
+    pub source: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Payload of [`EventKind::ResetReceived`] and [`EventKind::ResetSent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reset {
+    /// Kernel `enum sk_rst_reason` value for sent resets (names come from BTF), 0 otherwise.
+    pub reason: u32,
+    /// TCP state (`TCP_ESTABLISHED` = 1 …) when the reset happened.
+    pub state: u8,
+    /// 1 when a request was written and no response byte read yet.
+    pub awaiting_response: u8,
+    pub _pad: [u8; 2],
+    pub bytes_received: u64,
+}
+
+/// Payload of [`EventKind::PeerClose`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerClose {
+    pub bytes_received: u64,
+    /// 1 when a request was written and no response byte read yet.
+    pub awaiting_response: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Payload of [`EventKind::Retransmit`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retransmit {
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// Retransmits of this socket so far, this one included.
+    pub total: u32,
+}
+
+/// Payload of [`EventKind::Drop`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Drop {
+    /// Kernel `enum skb_drop_reason` value (names come from BTF).
+    pub reason: u32,
+    /// 1 when the dropped packet was travelling towards the watched socket.
+    pub inbound: u8,
+    pub _pad: [u8; 3],
+    /// Kernel address of the code that dropped it.
+    pub location: u64,
+}
+
+/// Payload of [`EventKind::Closed`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Closed {
+    /// From SYN_SENT or accept to destruction.
+    pub duration_ns: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub srtt_us: u32,
+    pub total_retrans: u32,
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Payload of [`EventKind::FirstByte`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirstByte {
+    /// From the first write of the request to the first read that returned response bytes.
+    pub ttfb_ns: u64,
+    /// Bytes written for the request before the response started.
+    pub request_bytes: u64,
+    /// Idle time of the connection before this request (0 for its first request).
+    pub idle_ns: u64,
+    /// Index of the request on this connection, starting at 1.
+    pub request_no: u32,
+    pub _pad: u32,
+}
+
+/// Payload of [`EventKind::Accepted`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Accepted {
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+crate::impl_pod!(
+    EventHeader,
+    ConnectStart,
+    Connected,
+    ConnectFailed,
+    Reset,
+    PeerClose,
+    Retransmit,
+    Drop,
+    Closed,
+    FirstByte,
+    Accepted,
+);
+
+#[cfg(feature = "user")]
+// SAFETY: `Record` is `#[repr(C)]` over two Pod types whose sizes are multiples of 8, so there is
+// no padding between or after them.
+unsafe impl<P: aya::Pod> aya::Pod for Record<P> {}

@@ -1,0 +1,38 @@
+//! Names and default sizes of the maps the kernel programs share with user space.
+
+/// Ring buffer carrying every event.
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU counters (see [`Counter`]).
+pub const COUNTERS: &str = "COUNTERS";
+/// Watched sockets, keyed by `struct sock *`.
+pub const SOCKS: &str = "SOCKS";
+/// Watched sockets, keyed by [`crate::net::FlowKey`], for drops of packets that carry no socket.
+pub const FLOWS: &str = "FLOWS";
+/// connect() calls in flight, keyed by thread id.
+pub const CONNECTS: &str = "CONNECTS";
+/// Process ids chosen with `--pid`.
+pub const PIDS: &str = "PIDS";
+
+/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 4 << 20;
+/// Default number of sockets tracked at once; the map is an LRU, so the oldest entry goes first.
+pub const SOCKS_ENTRIES: u32 = 65_536;
+/// Concurrent connect() calls tracked at once.
+pub const CONNECTS_ENTRIES: u32 = 8_192;
+/// Most `--pid` values.
+pub const PIDS_ENTRIES: u32 = 64;
+
+/// Indexes of the per-CPU counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Events dropped because the ring buffer was full.
+    Lost = 0,
+    /// Events written to the ring buffer.
+    Emitted = 1,
+    /// Socket entries that could not be inserted (map full despite LRU, or other errors).
+    MapFull = 2,
+}
+
+/// Number of counters in [`COUNTERS`].
+pub const COUNTER_SLOTS: u32 = 4;

@@ -1,0 +1,103 @@
+//! Byte offsets of kernel struct fields, read from BTF by user space at load time and handed to
+//! the kernel programs as a read-only global. Nothing here is a compile-time constant: struct
+//! layouts move between kernel versions and configurations.
+
+/// Marks an offset that BTF did not provide; programs skip the read and report zero.
+pub const UNKNOWN: u32 = u32::MAX;
+
+/// Offsets of the fields the kernel programs read. All are relative to the start of the named
+/// struct (`struct sock` begins with its `struct sock_common`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // struct sock / sock_common
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    /// `inet_sock.inet_sport`: unlike `skc_num` it survives the unhash that precedes the
+    /// CLOSE state change, and stays 0 when connect() found no free port.
+    pub inet_sport: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_cookie: u32,
+    pub sk_err: u32,
+    pub sk_err_soft: u32,
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    // struct tcp_sock
+    pub tcp_srtt_us: u32,
+    pub tcp_total_retrans: u32,
+    pub tcp_bytes_acked: u32,
+    pub tcp_bytes_received: u32,
+    // struct sk_buff
+    pub skb_sk: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_protocol: u32,
+    // struct task_struct and the path from a file descriptor to its socket
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    // syscall tracepoint records (from tracefs `format` files)
+    pub tp_connect_uservaddr: u32,
+    pub tp_connect_addrlen: u32,
+    pub tp_connect_exit_ret: u32,
+    pub tp_accept_exit_ret: u32,
+    // BTF tracepoint argument positions that only some kernels have
+    /// Index of `reason` in `tcp_send_reset` (6.10+), or UNKNOWN.
+    pub arg_send_reset_reason: u32,
+    /// Index of `rx_sk` in `kfree_skb` (6.12+), or UNKNOWN.
+    pub arg_kfree_skb_rx_sk: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 35 * 4);
+
+impl KernelOffsets {
+    /// Every offset unknown.
+    pub const UNSET: Self = Self {
+        skc_daddr: UNKNOWN,
+        skc_rcv_saddr: UNKNOWN,
+        skc_dport: UNKNOWN,
+        skc_num: UNKNOWN,
+        inet_sport: UNKNOWN,
+        skc_family: UNKNOWN,
+        skc_state: UNKNOWN,
+        skc_v6_daddr: UNKNOWN,
+        skc_v6_rcv_saddr: UNKNOWN,
+        skc_cookie: UNKNOWN,
+        sk_err: UNKNOWN,
+        sk_err_soft: UNKNOWN,
+        sk_protocol: UNKNOWN,
+        sk_type: UNKNOWN,
+        tcp_srtt_us: UNKNOWN,
+        tcp_total_retrans: UNKNOWN,
+        tcp_bytes_acked: UNKNOWN,
+        tcp_bytes_received: UNKNOWN,
+        skb_sk: UNKNOWN,
+        skb_head: UNKNOWN,
+        skb_network_header: UNKNOWN,
+        skb_protocol: UNKNOWN,
+        task_real_parent: UNKNOWN,
+        task_tgid: UNKNOWN,
+        task_files: UNKNOWN,
+        files_fdt: UNKNOWN,
+        fdtable_fd: UNKNOWN,
+        file_private_data: UNKNOWN,
+        socket_sk: UNKNOWN,
+        tp_connect_uservaddr: UNKNOWN,
+        tp_connect_addrlen: UNKNOWN,
+        tp_connect_exit_ret: UNKNOWN,
+        tp_accept_exit_ret: UNKNOWN,
+        arg_send_reset_reason: UNKNOWN,
+        arg_kfree_skb_rx_sk: UNKNOWN,
+    };
+}
+
+crate::impl_pod!(KernelOffsets);

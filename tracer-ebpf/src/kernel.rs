@@ -1,0 +1,170 @@
+//! Reading kernel memory through the offsets that user space found in BTF, and the process
+//! filter. Nothing here knows a struct layout at compile time.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+};
+use tracer_common::{
+    config::{Filter, MAX_COMMS},
+    net::{AF_INET, AF_INET6, SockTuple},
+    offsets::{KernelOffsets, UNKNOWN},
+};
+
+use crate::maps::PIDS;
+
+/// Field offsets, filled in by user space before load (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+pub(crate) static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
+
+/// Which processes to watch, filled in by user space before load.
+#[unsafe(no_mangle)]
+static FILTER: Filter = Filter {
+    comms: [[0; 2]; MAX_COMMS],
+    n_comms: 0,
+    n_pids: 0,
+    ephemeral_lo: 32768,
+    ephemeral_hi: 60999,
+    _pad: 0,
+    drop_ignore: [0; 4],
+};
+
+/// Reads one offset. The volatile read keeps the compiler from folding in the placeholder value
+/// the object file carries: the loader rewrites `.rodata` before the verifier sees it.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: OFFSETS is a plain static; reading a field of it is always valid.
+        unsafe { core::ptr::read_volatile(&crate::kernel::OFFSETS.$field) }
+    };
+}
+pub(crate) use off;
+
+macro_rules! filter {
+    ($field:ident) => {
+        // SAFETY: FILTER is a plain static; reading a field of it is always valid.
+        unsafe { core::ptr::read_volatile(&FILTER.$field) }
+    };
+}
+
+/// TCP states, from include/net/tcp_states.h (a stable uapi-visible enum).
+pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_SYN_SENT: i32 = 2;
+pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: i32 = 8;
+
+pub const IPPROTO_TCP: u16 = 6;
+pub const SOCK_STREAM: u16 = 1;
+
+/// Reads a `T` at `base + offset`, or the default when the offset is unknown or the read faults.
+#[inline(always)]
+pub fn read<T: Default>(base: u64, offset: u32) -> T {
+    if base == 0 || offset == UNKNOWN {
+        return T::default();
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.unwrap_or_default()
+}
+
+/// Reads the TCP state of a socket.
+#[inline(always)]
+pub fn sk_state(sk: u64) -> u8 {
+    read::<u8>(sk, off!(skc_state))
+}
+
+/// Whether `sk` is a TCP stream socket of an internet family.
+#[inline(never)]
+pub fn is_tcp(sk: u64) -> bool {
+    let family = read::<u16>(sk, off!(skc_family)) as u8;
+    (family == AF_INET || family == AF_INET6)
+        && read::<u16>(sk, off!(sk_protocol)) == IPPROTO_TCP
+        && read::<u16>(sk, off!(sk_type)) == SOCK_STREAM
+}
+
+/// Reads both ends of a socket.
+// Out of line, like the other multi-read helpers: LLVM gives each inlined probe read its own
+// stack slot, and the callers would not fit in the 512-byte BPF stack.
+#[inline(never)]
+pub fn sk_tuple(sk: u64) -> SockTuple {
+    let mut t = SockTuple {
+        family: read::<u16>(sk, off!(skc_family)) as u8,
+        lport: u16::from_be(read::<u16>(sk, off!(inet_sport))),
+        rport: u16::from_be(read::<u16>(sk, off!(skc_dport))),
+        ..SockTuple::default()
+    };
+    if t.family == AF_INET6 {
+        t.laddr = read::<[u8; 16]>(sk, off!(skc_v6_rcv_saddr));
+        t.raddr = read::<[u8; 16]>(sk, off!(skc_v6_daddr));
+    } else {
+        let l = read::<[u8; 4]>(sk, off!(skc_rcv_saddr));
+        let r = read::<[u8; 4]>(sk, off!(skc_daddr));
+        t.laddr = [l[0], l[1], l[2], l[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        t.raddr = [r[0], r[1], r[2], r[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    }
+    t
+}
+
+/// The running task's comm, as two words.
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or_default()
+}
+
+/// Whether the running task belongs to a watched process. Only called where a socket is first
+/// seen (connect, accept, adoption), never per packet.
+#[inline(never)]
+pub fn watched_current(comm: &[u8; 16]) -> bool {
+    let words = [
+        u64::from_ne_bytes([
+            comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
+        ]),
+        u64::from_ne_bytes([
+            comm[8], comm[9], comm[10], comm[11], comm[12], comm[13], comm[14], comm[15],
+        ]),
+    ];
+    let n = filter!(n_comms) as usize;
+    let mut i = 0;
+    while i < MAX_COMMS {
+        if i >= n {
+            break;
+        }
+        // SAFETY: FILTER is a plain static and `i` is in bounds.
+        let want = unsafe { core::ptr::read_volatile(&FILTER.comms[i]) };
+        if want[0] == words[0] && want[1] == words[1] {
+            return true;
+        }
+        i += 1;
+    }
+    if filter!(n_pids) == 0 {
+        return false;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup in a hash map of plain values.
+    if unsafe { PIDS.get(&tgid) }.is_some() {
+        return true;
+    }
+    // Worker processes of a proxy are children of the master the user named with --pid.
+    // SAFETY: the helper returns the current task pointer, only ever used with probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let parent = read::<u64>(task, off!(task_real_parent));
+    let ptgid = read::<u32>(parent, off!(task_tgid));
+    // SAFETY: as above.
+    ptgid != 0 && unsafe { PIDS.get(&ptgid) }.is_some()
+}
+
+/// Whether a drop reason is one the user-space filter marked as not being packet loss.
+#[inline(always)]
+pub fn drop_ignored(reason: u32) -> bool {
+    let word = (reason / 64) as usize;
+    if word >= 4 {
+        return false;
+    }
+    // SAFETY: FILTER is a plain static and `word` is in bounds.
+    let w = unsafe { core::ptr::read_volatile(&FILTER.drop_ignore[word]) };
+    w & (1 << (reason % 64)) != 0
+}
+
+/// Whether a local port lies in the ephemeral range, i.e. the socket was most likely opened
+/// actively. Used only for sockets that existed before the tracer started.
+#[inline(always)]
+pub fn is_ephemeral(port: u16) -> bool {
+    port >= filter!(ephemeral_lo) && port <= filter!(ephemeral_hi)
+}

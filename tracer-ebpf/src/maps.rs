@@ -1,0 +1,139 @@
+//! Maps shared with user space (names in `tracer_common::maps`) and the per-socket state the
+//! programs keep between events.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    event::{EventKind, Record},
+    maps::{CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, PIDS_ENTRIES, SOCKS_ENTRIES},
+    net::{FlowKey, SockTuple},
+};
+
+/// Socket flags kept in [`SockInfo::flags`].
+pub const F_RST_RX: u8 = 1;
+/// The socket failed before it had a local port: connect() reports the error, not the socket.
+pub const F_NO_WIRE: u8 = 2;
+/// The handshake completed.
+pub const F_ESTABLISHED: u8 = 4;
+
+/// What the programs remember about a watched socket. Deleted in `tcp_destroy_sock`; the map is
+/// an LRU so that a socket whose destruction was missed cannot pin an entry forever.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockInfo {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; 16],
+    /// SYN_SENT or accept time.
+    pub start_ns: u64,
+    pub cookie: u64,
+    /// First write of the request now waiting for its response; 0 when none is outstanding.
+    pub req_start_ns: u64,
+    pub req_bytes: u64,
+    /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
+    pub last_rx_ns: u64,
+    pub syn_retrans: u32,
+    pub retrans: u32,
+    pub requests: u32,
+    pub role: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A connect() call between syscall entry and exit, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingConnect {
+    pub start_ns: u64,
+    /// The socket that entered SYN_SENT during this call, 0 if none did.
+    pub sk: u64,
+    /// Destination as given to connect().
+    pub tuple: SockTuple,
+}
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "SOCKS")]
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCKS_ENTRIES, 0);
+
+#[map(name = "FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(SOCKS_ENTRIES, 0);
+
+#[map(name = "CONNECTS")]
+pub static CONNECTS: LruHashMap<u32, PendingConnect> =
+    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+
+#[map(name = "PIDS")]
+pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot, so no other CPU writes it; programs do not nest on one CPU here.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Current `CLOCK_MONOTONIC` time.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: the helper has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Writes one event for a watched socket, counting it as lost when the ring buffer is full.
+#[inline(always)]
+pub fn emit<P: Copy + 'static>(
+    kind: EventKind,
+    sk: u64,
+    info: &SockInfo,
+    tuple: &SockTuple,
+    ts_ns: u64,
+    payload: P,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Record<P>>(0) else {
+        count(Counter::Lost);
+        return;
+    };
+    // Fields are written in place: building the record on the stack first would not fit the
+    // 512-byte BPF stack in the larger programs.
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points to reserved ring buffer memory sized for `Record<P>`; every field is
+    // written before submit.
+    unsafe {
+        let h = &raw mut (*r).header;
+        (*h).kind = kind as u16;
+        (*h).role = info.role;
+        (*h)._pad = [0; 5];
+        (*h).ts_ns = ts_ns;
+        (*h).tgid = info.tgid;
+        (*h).tid = info.tid;
+        (*h).cookie = info.cookie;
+        (*h).sock = sk;
+        (*h).comm = info.comm;
+        (*h).tuple = *tuple;
+        (&raw mut (*r).payload).write(payload);
+    }
+    entry.submit(0);
+    count(Counter::Emitted);
+}
+
+/// The key under which a socket's packets are found in [`FLOWS`].
+#[inline(always)]
+pub fn flow_key(t: &SockTuple) -> FlowKey {
+    FlowKey {
+        laddr: t.laddr,
+        raddr: t.raddr,
+        lport: t.lport,
+        rport: t.rport,
+        _pad: 0,
+    }
+}

@@ -1,0 +1,156 @@
+//! connect() system calls: the destination asked for, the start of the handshake as seen when
+//! connect() returns, and errors that never reach the wire (EADDRNOTAVAIL, ENETUNREACH).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    event::{ConnectFailed, ConnectStart, EventKind, FAIL_SYSCALL, ROLE_UPSTREAM},
+    net::{AF_INET, AF_INET6, SockTuple},
+};
+
+use crate::{
+    kernel::{current_comm, off, sk_tuple, watched_current},
+    maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, now},
+};
+
+const EINTR: i32 = 4;
+const EISCONN: i32 = 106;
+const EALREADY: i32 = 114;
+const EINPROGRESS: i32 = 115;
+
+/// `struct sockaddr_in6`, whose first bytes are laid out like `struct sockaddr_in`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct RawSockaddr {
+    family: u16,
+    port: u16,
+    v4_or_flowinfo: [u8; 4],
+    v6: [u8; 16],
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_connect`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_enter(&ctx);
+    0
+}
+
+fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
+    let comm = current_comm();
+    if !watched_current(&comm) {
+        return Ok(());
+    }
+    let offset = off!(tp_connect_uservaddr) as usize;
+    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
+    let uaddr: u64 = unsafe { ctx.read_at(offset)? };
+    // A sockaddr_in is only 16 bytes and may end at a page boundary, so read it on its own
+    // first and the IPv6 part only for AF_INET6.
+    // SAFETY: bpf_probe_read_user fails instead of faulting.
+    let head: [u8; 8] = unsafe { bpf_probe_read_user(uaddr as *const [u8; 8])? };
+    let family = u16::from_ne_bytes([head[0], head[1]]) as u8;
+    let mut tuple = SockTuple {
+        family,
+        rport: u16::from_be_bytes([head[2], head[3]]),
+        ..SockTuple::default()
+    };
+    if family == AF_INET {
+        tuple.raddr[..4].copy_from_slice(&head[4..8]);
+    } else if family == AF_INET6 {
+        // SAFETY: as above.
+        let full: RawSockaddr = unsafe { bpf_probe_read_user(uaddr as *const RawSockaddr)? };
+        tuple.raddr = full.v6;
+    } else {
+        return Ok(());
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let pending = PendingConnect {
+        start_ns: now(),
+        sk: 0,
+        tuple,
+    };
+    CONNECTS.insert(&tid, &pending, 0).map_err(|e| e as i32)
+}
+
+/// Hook: tracepoint `syscalls:sys_exit_connect`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: copied out at once.
+    let Some(pending) = (unsafe { CONNECTS.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = CONNECTS.remove(&tid);
+    let offset = off!(tp_connect_exit_ret) as usize;
+    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
+    let ret: i64 = unsafe { ctx.read_at(offset)? };
+    let err = (-ret) as i32;
+    let sk = pending.sk;
+    // SAFETY: the reference lives only within this program run.
+    let on_wire = match unsafe { SOCKS.get(&sk) } {
+        Some(info) if sk != 0 && info.flags & F_NO_WIRE == 0 => Some(info),
+        _ => None,
+    };
+    if ret == 0 || err == EINPROGRESS {
+        if let Some(info) = on_wire {
+            let payload = ConnectStart {
+                syn_ns: info.start_ns,
+            };
+            emit(
+                EventKind::ConnectStart,
+                sk,
+                info,
+                &sk_tuple(sk),
+                now(),
+                payload,
+            );
+        }
+        return Ok(());
+    }
+    // Retries of a connect in progress, and a signal interrupting a blocking one, are not
+    // failures: the handshake goes on. A socket that reached the wire reports its own failure.
+    if err == EALREADY || err == EISCONN || err == EINTR || on_wire.is_some() {
+        return Ok(());
+    }
+    let ts = now();
+    let info = SockInfo {
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        comm: current_comm(),
+        start_ns: pending.start_ns,
+        cookie: 0,
+        req_start_ns: 0,
+        req_bytes: 0,
+        last_rx_ns: 0,
+        syn_retrans: 0,
+        retrans: 0,
+        requests: 0,
+        role: ROLE_UPSTREAM,
+        flags: 0,
+        _pad: [0; 2],
+    };
+    let payload = ConnectFailed {
+        duration_ns: ts - pending.start_ns,
+        errno: err,
+        syn_retransmits: 0,
+        source: FAIL_SYSCALL,
+        _pad: [0; 7],
+    };
+    emit(
+        EventKind::ConnectFailed,
+        sk,
+        &info,
+        &pending.tuple,
+        ts,
+        payload,
+    );
+    Ok(())
+}

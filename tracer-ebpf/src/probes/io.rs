@@ -1,0 +1,148 @@
+//! Socket reads and writes: time to first byte on upstream connections, and adoption of
+//! sockets that existed before the tracer started.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{
+    event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM},
+    maps::Counter,
+};
+
+use crate::{
+    kernel::{
+        TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, sk_state, sk_tuple, watched_current,
+    },
+    maps::{F_ESTABLISHED, FLOWS, SOCKS, SockInfo, count, emit, flow_key, now},
+};
+
+const MSG_PEEK: i32 = 2;
+
+/// Hook: BTF tracepoint `sock:sock_send_length(struct sock *sk, int ret, int flags)`, from
+/// sock_sendmsg_nosec(): every write/send/sendmsg on a socket, in the writing task. Checked on
+/// 6.18 (the tracepoint exists from 6.3).
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    if ret <= 0 {
+        return 0;
+    }
+    let Some(info) = watched_sock(skp) else {
+        return 0;
+    };
+    if info.role == ROLE_UPSTREAM {
+        if info.req_start_ns == 0 {
+            info.req_start_ns = now();
+            info.req_bytes = 0;
+        }
+        info.req_bytes += ret as u64;
+    }
+    0
+}
+
+/// Hook: BTF tracepoint `sock:sock_recv_length(struct sock *sk, int ret, int flags)`, from
+/// sock_recvmsg_nosec(): every read/recv/recvmsg on a socket, in the reading task. Checked on
+/// 6.18 (the tracepoint exists from 6.3).
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    if ret <= 0 || flags & MSG_PEEK != 0 {
+        return 0;
+    }
+    let Some(info) = watched_sock(skp) else {
+        return 0;
+    };
+    if info.role != ROLE_UPSTREAM {
+        return 0;
+    }
+    let ts = now();
+    if info.req_start_ns != 0 {
+        info.requests += 1;
+        let idle_ns = if info.requests > 1 && info.req_start_ns > info.last_rx_ns {
+            info.req_start_ns - info.last_rx_ns
+        } else {
+            0
+        };
+        let payload = FirstByte {
+            ttfb_ns: ts - info.req_start_ns,
+            request_bytes: info.req_bytes,
+            idle_ns,
+            request_no: info.requests,
+            _pad: 0,
+        };
+        info.req_start_ns = 0;
+        let sk = skp as u64;
+        emit(EventKind::FirstByte, sk, info, &sk_tuple(sk), ts, payload);
+    }
+    info.last_rx_ns = ts;
+    0
+}
+
+/// The state of a watched socket, adopting an established TCP socket of a watched process that
+/// the tracer has not seen open (it predates the tracer).
+#[inline(always)]
+fn watched_sock(skp: *const c_void) -> Option<&'static mut SockInfo> {
+    let sk = skp as u64;
+    let p = match SOCKS.get_ptr_mut(&sk) {
+        Some(p) => p,
+        None => {
+            adopt(skp)?;
+            SOCKS.get_ptr_mut(&sk)?
+        }
+    };
+    // SAFETY: a valid map value pointer; reads and writes of one socket are serialised by the
+    // socket lock the kernel holds around these tracepoints' callers.
+    let info = unsafe { &mut *p };
+    if info.cookie == 0 {
+        // Sockets found through accept() get their cookie here, where a trusted pointer exists.
+        // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
+        info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
+    }
+    Some(info)
+}
+
+// Kept out of line: its stack frame is then only live while it runs.
+#[inline(never)]
+fn adopt(skp: *const c_void) -> Option<()> {
+    let sk = skp as u64;
+    let comm = current_comm();
+    if !watched_current(&comm) || !is_tcp(sk) || sk_state(sk) as i32 != TCP_ESTABLISHED {
+        return None;
+    }
+    let tuple = sk_tuple(sk);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let ts = now();
+    let info = SockInfo {
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        comm,
+        start_ns: ts,
+        cookie: 0,
+        req_start_ns: 0,
+        req_bytes: 0,
+        last_rx_ns: ts,
+        syn_retrans: 0,
+        retrans: 0,
+        requests: 0,
+        role: if is_ephemeral(tuple.lport) {
+            ROLE_UPSTREAM
+        } else {
+            ROLE_CLIENT
+        },
+        flags: F_ESTABLISHED,
+        _pad: [0; 2],
+    };
+    if SOCKS.insert(&sk, &info, 0).is_err() {
+        count(Counter::MapFull);
+        return None;
+    }
+    let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
+    Some(())
+}

@@ -1,0 +1,171 @@
+//! The TCP state machine: the start, outcome and peer close of connections.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_socket_cookie},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{
+    event::{
+        ConnectFailed, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_TIMEOUT,
+        PeerClose, ROLE_UPSTREAM,
+    },
+    maps::Counter,
+};
+
+use crate::{
+    kernel::{
+        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT, current_comm, is_tcp, off, read,
+        sk_tuple, watched_current,
+    },
+    maps::{
+        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, count, emit,
+        flow_key, now,
+    },
+};
+
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+
+/// Hook: BTF tracepoint `sock:inet_sock_set_state(const struct sock *sk, int oldstate,
+/// int newstate)`. Checked on 6.18.
+///
+/// CLOSE→SYN_SENT runs in the connecting task (connect() holds the socket), so the owner is
+/// recorded there. The other transitions run in softirq context and find the owner in `SOCKS`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => on_syn_sent(skp),
+        (TCP_SYN_SENT, TCP_ESTABLISHED) => on_established(skp as u64),
+        (TCP_SYN_SENT, TCP_CLOSE) => on_connect_failed(skp as u64),
+        (TCP_ESTABLISHED, TCP_CLOSE_WAIT) => on_peer_close(skp as u64),
+        _ => {}
+    }
+    0
+}
+
+#[inline(always)]
+fn on_syn_sent(skp: *const c_void) {
+    let sk = skp as u64;
+    let comm = current_comm();
+    if !watched_current(&comm) || !is_tcp(sk) {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let info = SockInfo {
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        comm,
+        start_ns: now(),
+        // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
+        cookie: unsafe { bpf_get_socket_cookie(skp as *mut c_void) },
+        req_start_ns: 0,
+        req_bytes: 0,
+        last_rx_ns: 0,
+        syn_retrans: 0,
+        retrans: 0,
+        requests: 0,
+        role: ROLE_UPSTREAM,
+        flags: 0,
+        _pad: [0; 2],
+    };
+    if SOCKS.insert(&sk, &info, 0).is_err() {
+        count(Counter::MapFull);
+        return;
+    }
+    if let Some(p) = CONNECTS.get_ptr_mut(&tid) {
+        // SAFETY: a valid map value pointer; only this thread's syscall touches its entry.
+        unsafe { (*p).sk = sk };
+    }
+}
+
+#[inline(always)]
+fn on_established(sk: u64) {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer; state changes of one socket are serialised by its lock.
+    let info = unsafe { &mut *p };
+    let ts = now();
+    info.flags |= F_ESTABLISHED;
+    info.last_rx_ns = ts;
+    let tuple = sk_tuple(sk);
+    let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
+    // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
+    let srtt_us = read::<u32>(sk, off!(tcp_srtt_us)) >> 3;
+    let payload = Connected {
+        latency_ns: ts - info.start_ns,
+        syn_retransmits: info.syn_retrans,
+        srtt_us,
+    };
+    emit(EventKind::Connected, sk, info, &tuple, ts, payload);
+}
+
+#[inline(always)]
+fn on_connect_failed(sk: u64) {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
+        return;
+    };
+    // SAFETY: as in `on_established`.
+    let info = unsafe { &mut *p };
+    let tuple = sk_tuple(sk);
+    if tuple.lport == 0 {
+        // tcp_v4_connect() enters SYN_SENT before it picks a port; failing with no source port
+        // means no port was free (EADDRNOTAVAIL) and no packet left. connect()'s return value
+        // reports it.
+        info.flags |= F_NO_WIRE;
+        return;
+    }
+    // tcp_done_with_error() stores sk_err before the state changes. An ICMP error that arrived
+    // while connect() held the socket lock is only in sk_err_soft.
+    let err = read::<i32>(sk, off!(sk_err));
+    let soft = read::<i32>(sk, off!(sk_err_soft));
+    let (errno, source) = if info.flags & F_RST_RX != 0 {
+        (if err != 0 { err } else { ECONNREFUSED }, FAIL_RST)
+    } else if err == ETIMEDOUT {
+        (err, FAIL_TIMEOUT)
+    } else if err != 0 {
+        (err, FAIL_ICMP)
+    } else if soft != 0 {
+        (soft, FAIL_ICMP)
+    } else {
+        // The application closed the socket mid-handshake: from its side, a connect timeout.
+        (ETIMEDOUT, FAIL_ABORTED)
+    };
+    let ts = now();
+    let payload = ConnectFailed {
+        duration_ns: ts - info.start_ns,
+        errno,
+        syn_retransmits: info.syn_retrans,
+        source,
+        _pad: [0; 7],
+    };
+    emit(EventKind::ConnectFailed, sk, info, &tuple, ts, payload);
+}
+
+#[inline(always)]
+fn on_peer_close(sk: u64) {
+    // SAFETY: lookups copy nothing; the reference lives only within this program run.
+    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+        return;
+    };
+    let payload = PeerClose {
+        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)),
+        awaiting_response: (info.req_start_ns != 0) as u8,
+        _pad: [0; 7],
+    };
+    emit(
+        EventKind::PeerClose,
+        sk,
+        info,
+        &sk_tuple(sk),
+        now(),
+        payload,
+    );
+}

@@ -1,0 +1,99 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Proxies watched when neither --comm nor --pid is given.
+pub const DEFAULT_COMMS: &[&str] = &[
+    "nginx", "haproxy", "envoy", "caddy", "traefik", "apache2", "httpd",
+];
+
+/// eBPF tracer that explains a reverse proxy's 502/503/504 responses from kernel TCP events.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the probes and write trace records as JSON Lines until stopped.
+    Run(RunArgs),
+    /// Check that this host can run the tracer: kernel, BTF, privileges, each hook.
+    Check(WatchArgs),
+}
+
+/// Which processes to watch.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Watch processes with this command name (repeatable; at most 8).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Watch this process and its children (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+}
+
+impl WatchArgs {
+    /// The command names to watch: the defaults when neither --comm nor --pid was given.
+    pub fn effective_comms(&self) -> Vec<String> {
+        if self.comms.is_empty() && self.pids.is_empty() {
+            DEFAULT_COMMS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.comms.clone()
+        }
+    }
+}
+
+/// Options of `tracer run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// Where to write JSON Lines records (`-` for stdout). Files are appended to.
+    #[arg(long, short, default_value = "-")]
+    pub output: PathBuf,
+    /// Stop cleanly after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Seconds between `stats` records.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub stats_interval: f64,
+    /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
+    pub ring_size: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_only_without_filters() {
+        let cli = Cli::parse_from(["tracer", "run"]);
+        let Command::Run(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.watch.effective_comms().len(), DEFAULT_COMMS.len());
+        let cli = Cli::parse_from(["tracer", "run", "--pid", "5", "-o", "x.jsonl"]);
+        let Command::Run(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.watch.effective_comms().is_empty());
+        assert_eq!(a.watch.pids, vec![5]);
+        let cli = Cli::parse_from(["tracer", "check", "--comm", "curl", "--comm", "nginx"]);
+        let Command::Check(w) = cli.command else {
+            panic!()
+        };
+        assert_eq!(w.effective_comms(), vec!["curl", "nginx"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Cli::try_parse_from(["tracer", "run", "--pid", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["tracer", "run", "--duration", "x"]).is_err());
+    }
+}

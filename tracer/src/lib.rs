@@ -1,0 +1,12 @@
+//! The tracer's library: probe loading, event decoding, records and sinks. The `tracer` binary
+//! (main.rs) is a thin command-line layer over it.
+
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod names;
+pub mod probe;
+pub mod record;
+pub mod run;
+pub mod sink;

@@ -1,0 +1,287 @@
+//! Loading the kernel programs: BTF offsets and the process filter go in as globals, then each
+//! program of the attach table is attached and its outcome recorded.
+
+pub mod attach;
+pub mod btf;
+pub mod offsets;
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, TracePoint},
+};
+use tracer_common::{
+    config::{Filter, MAX_COMMS},
+    maps::{self as names, Counter},
+};
+
+use self::{
+    attach::{HOOKS, Hook, HookKind},
+    btf::{Btf, BtfError},
+    offsets::{MissingField, OffsetError},
+};
+use crate::names::ReasonNames;
+
+/// The compiled kernel programs, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Why the kernel side could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    #[error(
+        "loading the eBPF object failed: {0} (is the tracer running as root on a kernel with BTF?)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {0}: the tracer binary was built from mismatched sources")]
+    Missing(&'static str),
+    #[error("required hook {hook} could not attach: {error}")]
+    Required { hook: String, error: String },
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("at most {MAX_COMMS} --comm values can be watched, {0} were given")]
+    TooManyComms(usize),
+    #[error("at most {max} --pid values can be watched, {given} were given")]
+    TooManyPids { given: usize, max: u32 },
+    #[error("--ring-size {0} is not a power of two of at least 4096 bytes")]
+    RingSize(u32),
+}
+
+/// Drop reasons that free packets a closing socket never read: bookkeeping, not loss.
+const NOT_LOSS: &[&str] = &["QUEUE_PURGE", "SOCKET_CLOSE"];
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Command names to watch (at most [`MAX_COMMS`]).
+    pub comms: Vec<String>,
+    /// Process ids to watch, with their children.
+    pub pids: Vec<u32>,
+    /// Ring buffer size in bytes.
+    pub ring_bytes: u32,
+}
+
+/// The outcome of attaching one hook.
+#[derive(Debug, Clone)]
+pub struct HookStatus {
+    pub hook: Hook,
+    /// `None` when attached.
+    pub error: Option<String>,
+}
+
+/// Counters kept by the kernel programs, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub emitted: u64,
+    pub lost: u64,
+    pub map_full: u64,
+}
+
+/// Loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+    pub names: ReasonNames,
+    pub missing: Vec<MissingField>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+fn ephemeral_range() -> (u16, u16) {
+    let text =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|s| s.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) => (lo, hi),
+        _ => (32768, 60999),
+    }
+}
+
+impl Probes {
+    /// Loads the programs with this kernel's offsets and the filter, then attaches every hook.
+    /// A required hook that fails is an error; an optional one is reported in `hooks`.
+    pub fn load(opts: &LoadOptions) -> Result<Self, ProbeError> {
+        if opts.comms.len() > MAX_COMMS {
+            return Err(ProbeError::TooManyComms(opts.comms.len()));
+        }
+        if opts.pids.len() > names::PIDS_ENTRIES as usize {
+            return Err(ProbeError::TooManyPids {
+                given: opts.pids.len(),
+                max: names::PIDS_ENTRIES,
+            });
+        }
+        if opts.ring_bytes < 4096 || !opts.ring_bytes.is_power_of_two() {
+            return Err(ProbeError::RingSize(opts.ring_bytes));
+        }
+        raise_memlock_limit();
+        let btf = Btf::from_sys_fs()?;
+        let resolved = offsets::resolve(&btf)?;
+        let names = ReasonNames::new(
+            &btf.enum_values("sk_rst_reason").unwrap_or_default(),
+            &btf.enum_values("skb_drop_reason").unwrap_or_default(),
+        );
+        let mut filter = Filter::default();
+        for (i, c) in opts.comms.iter().enumerate() {
+            filter.comms[i] = Filter::pack_comm(c.as_bytes());
+        }
+        filter.n_comms = opts.comms.len() as u32;
+        filter.n_pids = opts.pids.len() as u32;
+        (filter.ephemeral_lo, filter.ephemeral_hi) = ephemeral_range();
+        let drop_reasons = btf.enum_values("skb_drop_reason").unwrap_or_default();
+        for (name, value) in &drop_reasons {
+            if NOT_LOSS
+                .iter()
+                .any(|n| name.strip_prefix("SKB_DROP_REASON_") == Some(n))
+            {
+                filter.ignore_drop_reason(*value as u32);
+            }
+        }
+
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global("OFFSETS", &resolved.offsets, true)
+            .override_global("FILTER", &filter, true)
+            .map_max_entries(names::EVENTS, opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        if !opts.pids.is_empty() {
+            let map = ebpf
+                .map_mut(names::PIDS)
+                .ok_or(ProbeError::Missing("PIDS map"))?;
+            let mut pids: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+                    map: names::PIDS,
+                    source,
+                })?;
+            for pid in &opts.pids {
+                pids.insert(pid, 1, 0).map_err(|source| ProbeError::Map {
+                    map: names::PIDS,
+                    source,
+                })?;
+            }
+        }
+
+        let mut hooks = Vec::with_capacity(HOOKS.len());
+        for hook in HOOKS {
+            let error = attach_one(&mut ebpf, hook, &aya_btf).err();
+            if hook.required
+                && let Some(error) = &error
+            {
+                return Err(ProbeError::Required {
+                    hook: hook.display(),
+                    error: error.clone(),
+                });
+            }
+            hooks.push(HookStatus { hook: *hook, error });
+        }
+        let counters = ebpf
+            .take_map(names::COUNTERS)
+            .ok_or(ProbeError::Missing("COUNTERS map"))?;
+        let counters = PerCpuArray::try_from(counters).map_err(|source| ProbeError::Map {
+            map: names::COUNTERS,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            hooks,
+            names,
+            missing: resolved.missing,
+            counters,
+        })
+    }
+
+    /// Takes the event ring buffer; call once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or(ProbeError::Missing("EVENTS ring buffer"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            map: names::EVENTS,
+            source,
+        })
+    }
+
+    /// Takes the aya-log ring buffer reader, when the programs log at all.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
+    }
+
+    /// Reads the kernel counters.
+    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
+        let sum = |c: Counter| -> Result<u64, ProbeError> {
+            let v = self
+                .counters
+                .get(&(c as u32), 0)
+                .map_err(|source| ProbeError::Map {
+                    map: names::COUNTERS,
+                    source,
+                })?;
+            Ok(v.iter().sum())
+        };
+        Ok(KernelCounters {
+            emitted: sum(Counter::Emitted)?,
+            lost: sum(Counter::Lost)?,
+            map_full: sum(Counter::MapFull)?,
+        })
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} is not in the eBPF object", hook.program))?;
+    match hook.kind {
+        HookKind::BtfTracepoint(name) => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load(name, btf).map_err(|e| verifier_error(&e))?;
+            p.attach().map_err(|e| format!("{e}"))?;
+        }
+        HookKind::Tracepoint(category, name) => {
+            let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| verifier_error(&e))?;
+            p.attach(category, name).map_err(|e| format!("{e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The error with the verifier's log, which says which instruction it rejected.
+fn verifier_error(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            format!("{io_error}: verifier said:\n{verifier_log}")
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; raising it is harmless elsewhere.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid pointer; failure only means the old limit stays.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! `tracer run`: ring buffer -> decoder -> records -> JSON Lines, with periodic stats.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use serde_json::{Value, json};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior},
+};
+
+use crate::{
+    cli::RunArgs,
+    clock::Clock,
+    decode::decode,
+    probe::{KernelCounters, LoadOptions, Probes},
+    record::{RecordContext, event_record, type_name},
+    sink::jsonl::JsonlSink,
+};
+
+/// Counts kept in user space for the `stats` record.
+#[derive(Debug, Default)]
+struct Stats {
+    by_type: BTreeMap<&'static str, u64>,
+    events: u64,
+    decode_errors: u64,
+}
+
+/// Runs until a signal or the --duration deadline.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let comms = args.watch.effective_comms();
+    let opts = LoadOptions {
+        comms: comms.clone(),
+        pids: args.watch.pids.clone(),
+        ring_bytes: args.ring_size,
+    };
+    let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
+    let ring = probes.take_events()?;
+    // SAFETY: the AsyncFd owns the ring buffer, so its descriptor stays open while registered.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .context("polling the event ring buffer")?;
+    let logger = probes.take_logger();
+    let mut logger = match logger {
+        // SAFETY: as above, the AsyncFd owns the logger and its descriptor.
+        Some(l) => {
+            Some(unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }?)
+        }
+        None => None,
+    };
+    let mut sink = JsonlSink::open(&args.output)?;
+    let mut ctx = RecordContext {
+        clock: Clock::sample(),
+        names: probes.names.clone(),
+    };
+
+    let hooks: Vec<Value> = probes
+        .hooks
+        .iter()
+        .map(|h| {
+            json!({
+                "hook": h.hook.display(),
+                "attached": h.error.is_none(),
+                "feature": h.hook.feature,
+                "error": h.error,
+            })
+        })
+        .collect();
+    for h in probes.hooks.iter().filter(|h| h.error.is_some()) {
+        log::warn!(
+            "hook {} did not attach, so {} is missing: {}",
+            h.hook.display(),
+            h.hook.feature,
+            h.error.as_deref().unwrap_or_default()
+        );
+    }
+    for m in &probes.missing {
+        log::warn!("kernel field {} not found: {}", m.field, m.error);
+    }
+    let started = Instant::now();
+    sink.write(&json!({
+        "type": "start",
+        "time": ctx.clock.rfc3339(Clock::monotonic_now()),
+        "version": env!("CARGO_PKG_VERSION"),
+        "kernel": kernel_release(),
+        "pid": std::process::id(),
+        "watch": {"comms": comms, "pids": args.watch.pids},
+        "hooks": hooks,
+    }));
+    sink.flush();
+    log::info!("tracing; writing to {}", args.output.display());
+
+    let mut stats = Stats::default();
+    let stats_every = Duration::from_secs_f64(args.stats_interval.max(0.1));
+    let mut tick = tokio::time::interval_at(Instant::now() + stats_every, stats_every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = args.duration.map(Duration::from_secs_f64);
+    let stop_at = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(stop_at);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut sink, &ctx, &mut stats);
+                guard.clear_ready();
+                sink.flush();
+            }
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                ctx.clock = Clock::sample();
+                let k = probes.counters().unwrap_or_default();
+                sink.write(&stats_record(&ctx, &stats, &k, &sink, started, false));
+                sink.flush();
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = &mut stop_at, if deadline.is_some() => break,
+        }
+    }
+    // Everything the kernel wrote before we stopped is still in the ring: read it all.
+    drain(ring.get_mut(), &mut sink, &ctx, &mut stats);
+    let k = probes.counters().unwrap_or_default();
+    let last = stats_record(&ctx, &stats, &k, &sink, started, true);
+    sink.write(&last);
+    sink.flush();
+    log::info!(
+        "stopped: {} events, {} lost in the kernel, {} write errors",
+        stats.events,
+        k.lost,
+        sink.write_errors
+    );
+    drop(probes);
+    Ok(())
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    sink: &mut JsonlSink,
+    ctx: &RecordContext,
+    stats: &mut Stats,
+) {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(ev) => {
+                stats.events += 1;
+                *stats.by_type.entry(type_name(&ev.payload)).or_default() += 1;
+                sink.write(&event_record(&ev, ctx));
+            }
+            Err(e) => {
+                stats.decode_errors += 1;
+                if stats.decode_errors == 1 {
+                    log::error!("undecodable event: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn stats_record(
+    ctx: &RecordContext,
+    stats: &Stats,
+    k: &KernelCounters,
+    sink: &JsonlSink,
+    started: Instant,
+    last: bool,
+) -> Value {
+    json!({
+        "type": "stats",
+        "time": ctx.clock.rfc3339(Clock::monotonic_now()),
+        "uptime_s": started.elapsed().as_secs_f64(),
+        "events": stats.events,
+        "by_type": stats.by_type,
+        "lost": k.lost,
+        "kernel_emitted": k.emitted,
+        "map_full": k.map_full,
+        "decode_errors": stats.decode_errors,
+        "write_errors": sink.write_errors,
+        "final": last,
+    })
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
