@@ -1,1 +1,22 @@
-//! Network-namespace lab used by the privileged tests and the demo.
+//! The lab shared by the privileged tests and the demo: hosts in network namespaces joined by
+//! veth pairs, upstreams that fail on purpose, nftables faults, and the tracer as a child process.
+//!
+//! Traffic stays inside the namespaces this process creates; every namespace, process and
+//! temporary file is removed when its guard drops.
+
+pub mod lab;
+pub mod tracer;
+
+pub use lab::{Lab, Upstream};
+pub use tracer::{Records, TracerRun};
+
+/// Fails early with a clear message when not root: the lab needs CAP_NET_ADMIN and the tracer
+/// CAP_BPF and CAP_PERFMON.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "privileged test: run as root (cargo xtask test does), it needs CAP_NET_ADMIN, CAP_BPF and CAP_PERFMON"
+    );
+}

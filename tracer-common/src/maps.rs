@@ -10,6 +10,8 @@ pub const SOCKS: &str = "SOCKS";
 pub const FLOWS: &str = "FLOWS";
 /// connect() calls in flight, keyed by thread id.
 pub const CONNECTS: &str = "CONNECTS";
+/// getsockopt(SO_ERROR) calls in flight, keyed by thread id.
+pub const SOCKOPTS: &str = "SOCKOPTS";
 /// Process ids chosen with `--pid`.
 pub const PIDS: &str = "PIDS";
 

@@ -50,6 +50,12 @@ pub struct KernelOffsets {
     pub tp_connect_addrlen: u32,
     pub tp_connect_exit_ret: u32,
     pub tp_accept_exit_ret: u32,
+    pub tp_connect_fd: u32,
+    pub tp_getsockopt_fd: u32,
+    pub tp_getsockopt_level: u32,
+    pub tp_getsockopt_optname: u32,
+    pub tp_getsockopt_optval: u32,
+    pub tp_getsockopt_exit_ret: u32,
     // BTF tracepoint argument positions that only some kernels have
     /// Index of `reason` in `tcp_send_reset` (6.10+), or UNKNOWN.
     pub arg_send_reset_reason: u32,
@@ -57,7 +63,7 @@ pub struct KernelOffsets {
     pub arg_kfree_skb_rx_sk: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 35 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 41 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -95,6 +101,12 @@ impl KernelOffsets {
         tp_connect_addrlen: UNKNOWN,
         tp_connect_exit_ret: UNKNOWN,
         tp_accept_exit_ret: UNKNOWN,
+        tp_connect_fd: UNKNOWN,
+        tp_getsockopt_fd: UNKNOWN,
+        tp_getsockopt_level: UNKNOWN,
+        tp_getsockopt_optname: UNKNOWN,
+        tp_getsockopt_optval: UNKNOWN,
+        tp_getsockopt_exit_ret: UNKNOWN,
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
     };

@@ -150,6 +150,22 @@ pub fn watched_current(comm: &[u8; 16]) -> bool {
     ptgid != 0 && unsafe { PIDS.get(&ptgid) }.is_some()
 }
 
+/// The `struct sock` behind a file descriptor of the current task, or 0:
+/// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk. Only called after the
+/// process filter passed; a descriptor that is not a socket yields garbage that `SOCKS` or
+/// `is_tcp` then rejects.
+#[inline(never)]
+pub fn fd_to_sk(fd: u32) -> u64 {
+    // SAFETY: the current task pointer, only ever used with probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let files = read::<u64>(task, off!(task_files));
+    let fdt = read::<u64>(files, off!(files_fdt));
+    let fds = read::<u64>(fdt, off!(fdtable_fd));
+    let file = read::<u64>(fds, fd.wrapping_mul(8));
+    let sock = read::<u64>(file, off!(file_private_data));
+    read::<u64>(sock, off!(socket_sk))
+}
+
 /// Whether a drop reason is one the user-space filter marked as not being packet loss.
 #[inline(always)]
 pub fn drop_ignored(reason: u32) -> bool {

@@ -38,9 +38,12 @@ pub struct SockInfo {
     pub syn_retrans: u32,
     pub retrans: u32,
     pub requests: u32,
+    /// The error the application read for this socket (getsockopt SO_ERROR, or a repeated
+    /// connect()), kept because reading it clears it from the socket.
+    pub app_err: i32,
     pub role: u8,
     pub flags: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 6],
 }
 
 /// A connect() call between syscall entry and exit, keyed by thread id.
@@ -52,6 +55,17 @@ pub struct PendingConnect {
     pub sk: u64,
     /// Destination as given to connect().
     pub tuple: SockTuple,
+    pub fd: u32,
+    pub _pad: u32,
+}
+
+/// A getsockopt(SOL_SOCKET, SO_ERROR) call between entry and exit, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingSockopt {
+    pub optval: u64,
+    pub fd: u32,
+    pub _pad: u32,
 }
 
 #[map(name = "EVENTS")]
@@ -70,8 +84,36 @@ pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(SOCKS_
 pub static CONNECTS: LruHashMap<u32, PendingConnect> =
     LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
+#[map(name = "SOCKOPTS")]
+pub static SOCKOPTS: LruHashMap<u32, PendingSockopt> =
+    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+
 #[map(name = "PIDS")]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
+
+impl SockInfo {
+    /// A fresh entry for a socket first seen now in the running task.
+    #[inline(always)]
+    pub fn new(pid_tgid: u64, comm: [u8; 16], ts: u64, role: u8, flags: u8) -> Self {
+        Self {
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            comm,
+            start_ns: ts,
+            cookie: 0,
+            req_start_ns: 0,
+            req_bytes: 0,
+            last_rx_ns: ts,
+            syn_retrans: 0,
+            retrans: 0,
+            requests: 0,
+            app_err: 0,
+            role,
+            flags,
+            _pad: [0; 6],
+        }
+    }
+}
 
 /// Adds one to a per-CPU counter.
 #[inline(always)]

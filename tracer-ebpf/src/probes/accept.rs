@@ -1,9 +1,7 @@
 //! Connections accepted by watched processes (the client side of a proxy).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use tracer_common::{
     event::{Accepted, EventKind, ROLE_CLIENT},
@@ -11,7 +9,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{current_comm, is_tcp, off, read, sk_tuple, watched_current},
+    kernel::{current_comm, fd_to_sk, is_tcp, off, read, sk_tuple, watched_current},
     maps::{F_ESTABLISHED, FLOWS, SOCKS, SockInfo, count, emit, flow_key, now},
 };
 
@@ -30,7 +28,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 }
 
 /// No tracepoint sees an accepted socket together with its new owner, so the socket is found
-/// from the returned descriptor: task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+/// from the returned descriptor.
 fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let offset = off!(tp_accept_exit_ret) as usize;
     // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
@@ -42,36 +40,15 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     if !watched_current(&comm) {
         return Ok(());
     }
-    // SAFETY: the current task pointer, only ever used with probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    let files = read::<u64>(task, off!(task_files));
-    let fdt = read::<u64>(files, off!(files_fdt));
-    let fds = read::<u64>(fdt, off!(fdtable_fd));
-    let file = read::<u64>(fds, (ret as u32).wrapping_mul(8));
-    let sock = read::<u64>(file, off!(file_private_data));
-    let sk = read::<u64>(sock, off!(socket_sk));
+    let sk = fd_to_sk(ret as u32);
     if sk == 0 || !is_tcp(sk) {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let ts = now();
-    let info = SockInfo {
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        comm,
-        start_ns: ts,
-        // Filled in at the socket's first read or write, where a trusted pointer exists.
-        cookie: read::<u64>(sk, off!(skc_cookie)),
-        req_start_ns: 0,
-        req_bytes: 0,
-        last_rx_ns: ts,
-        syn_retrans: 0,
-        retrans: 0,
-        requests: 0,
-        role: ROLE_CLIENT,
-        flags: F_ESTABLISHED,
-        _pad: [0; 2],
-    };
+    let mut info = SockInfo::new(pid_tgid, comm, ts, ROLE_CLIENT, F_ESTABLISHED);
+    // Filled in at the socket's first read or write, where a trusted pointer exists.
+    info.cookie = read::<u64>(sk, off!(skc_cookie));
     if SOCKS.insert(&sk, &info, 0).is_err() {
         count(Counter::MapFull);
         return Ok(());

@@ -12,7 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{current_comm, off, sk_tuple, watched_current},
+    kernel::{current_comm, fd_to_sk, off, sk_tuple, watched_current},
     maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, now},
 };
 
@@ -66,10 +66,15 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let tid = bpf_get_current_pid_tgid() as u32;
+    let fd_offset = off!(tp_connect_fd) as usize;
+    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
+    let fd: u64 = unsafe { ctx.read_at(fd_offset)? };
     let pending = PendingConnect {
         start_ns: now(),
         sk: 0,
         tuple,
+        fd: fd as u32,
+        _pad: 0,
     };
     CONNECTS.insert(&tid, &pending, 0).map_err(|e| e as i32)
 }
@@ -120,23 +125,25 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     if err == EALREADY || err == EISCONN || err == EINTR || on_wire.is_some() {
         return Ok(());
     }
+    // A repeated connect() on a socket whose handshake started in an earlier call returns the
+    // handshake's error (HAProxy learns ICMP errors this way). Keep it for the socket's own
+    // failure record instead of reporting a second failure.
+    if sk == 0 {
+        let earlier = fd_to_sk(pending.fd);
+        if let Some(p) = SOCKS.get_ptr_mut(&earlier) {
+            // SAFETY: a valid map value pointer, used within this program run.
+            let info = unsafe { &mut *p };
+            if info.flags & F_NO_WIRE == 0 {
+                if info.app_err == 0 {
+                    info.app_err = err;
+                }
+                return Ok(());
+            }
+        }
+    }
     let ts = now();
-    let info = SockInfo {
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        comm: current_comm(),
-        start_ns: pending.start_ns,
-        cookie: 0,
-        req_start_ns: 0,
-        req_bytes: 0,
-        last_rx_ns: 0,
-        syn_retrans: 0,
-        retrans: 0,
-        requests: 0,
-        role: ROLE_UPSTREAM,
-        flags: 0,
-        _pad: [0; 2],
-    };
+    let mut info = SockInfo::new(pid_tgid, current_comm(), ts, ROLE_UPSTREAM, 0);
+    info.start_ns = pending.start_ns;
     let payload = ConnectFailed {
         duration_ns: ts - pending.start_ns,
         errno: err,

@@ -119,26 +119,12 @@ fn adopt(skp: *const c_void) -> Option<()> {
     let tuple = sk_tuple(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
     let ts = now();
-    let info = SockInfo {
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        comm,
-        start_ns: ts,
-        cookie: 0,
-        req_start_ns: 0,
-        req_bytes: 0,
-        last_rx_ns: ts,
-        syn_retrans: 0,
-        retrans: 0,
-        requests: 0,
-        role: if is_ephemeral(tuple.lport) {
-            ROLE_UPSTREAM
-        } else {
-            ROLE_CLIENT
-        },
-        flags: F_ESTABLISHED,
-        _pad: [0; 2],
+    let role = if is_ephemeral(tuple.lport) {
+        ROLE_UPSTREAM
+    } else {
+        ROLE_CLIENT
     };
+    let info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
     if SOCKS.insert(&sk, &info, 0).is_err() {
         count(Counter::MapFull);
         return None;

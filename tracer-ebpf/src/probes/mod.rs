@@ -7,4 +7,5 @@ mod drop;
 mod io;
 mod reset;
 mod retransmit;
+mod sockopt;
 mod state;

@@ -58,23 +58,9 @@ fn on_syn_sent(skp: *const c_void) {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let info = SockInfo {
-        tgid: (pid_tgid >> 32) as u32,
-        tid,
-        comm,
-        start_ns: now(),
-        // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
-        cookie: unsafe { bpf_get_socket_cookie(skp as *mut c_void) },
-        req_start_ns: 0,
-        req_bytes: 0,
-        last_rx_ns: 0,
-        syn_retrans: 0,
-        retrans: 0,
-        requests: 0,
-        role: ROLE_UPSTREAM,
-        flags: 0,
-        _pad: [0; 2],
-    };
+    let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, 0);
+    // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
+    info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
     if SOCKS.insert(&sk, &info, 0).is_err() {
         count(Counter::MapFull);
         return;
@@ -134,6 +120,12 @@ fn on_connect_failed(sk: u64) {
         (err, FAIL_ICMP)
     } else if soft != 0 {
         (soft, FAIL_ICMP)
+    } else if info.app_err == ETIMEDOUT {
+        (ETIMEDOUT, FAIL_TIMEOUT)
+    } else if info.app_err != 0 {
+        // The application already read (and so cleared) the error: an ICMP error recorded
+        // as a soft error while connect() held the socket lock.
+        (info.app_err, FAIL_ICMP)
     } else {
         // The application closed the socket mid-handshake: from its side, a connect timeout.
         (ETIMEDOUT, FAIL_ABORTED)
@@ -155,8 +147,9 @@ fn on_peer_close(sk: u64) {
     let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
         return;
     };
+    // The kernel counts the FIN's sequence number in bytes_received; it carries no data.
     let payload = PeerClose {
-        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)),
+        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1),
         awaiting_response: (info.req_start_ns != 0) as u8,
         _pad: [0; 7],
     };

@@ -101,7 +101,35 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     let connect_len = field("syscalls", "sys_enter_connect", "addrlen");
     let connect_exit = field("syscalls", "sys_exit_connect", "ret");
     let accept_exit = field("syscalls", "sys_exit_accept4", "ret");
+    let connect_fd = field("syscalls", "sys_enter_connect", "fd");
+    let gso_fd = field("syscalls", "sys_enter_getsockopt", "fd");
+    let gso_level = field("syscalls", "sys_enter_getsockopt", "level");
+    let gso_optname = field("syscalls", "sys_enter_getsockopt", "optname");
+    let gso_optval = field("syscalls", "sys_enter_getsockopt", "optval");
+    let gso_exit = field("syscalls", "sys_exit_getsockopt", "ret");
     for (slot, res, what) in [
+        (&mut o.tp_connect_fd, connect_fd, "sys_enter_connect.fd"),
+        (&mut o.tp_getsockopt_fd, gso_fd, "sys_enter_getsockopt.fd"),
+        (
+            &mut o.tp_getsockopt_level,
+            gso_level,
+            "sys_enter_getsockopt.level",
+        ),
+        (
+            &mut o.tp_getsockopt_optname,
+            gso_optname,
+            "sys_enter_getsockopt.optname",
+        ),
+        (
+            &mut o.tp_getsockopt_optval,
+            gso_optval,
+            "sys_enter_getsockopt.optval",
+        ),
+        (
+            &mut o.tp_getsockopt_exit_ret,
+            gso_exit,
+            "sys_exit_getsockopt.ret",
+        ),
         (
             &mut o.tp_connect_uservaddr,
             connect_enter,

@@ -1,0 +1,252 @@
+//! Network namespaces, veth links, nftables rules and upstream servers.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+const UPSTREAM_PY: &str = include_str!("upstream.py");
+
+/// Runs a command, failing with its output when it fails.
+pub fn sh(args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Two hosts: `px` (the proxy host, where watched processes run) and `up` (the upstream host),
+/// each in its own namespace, joined by a veth pair on a private /24.
+pub struct Lab {
+    /// Namespace of the proxy host.
+    pub px: String,
+    /// Namespace of the upstream host.
+    pub up: String,
+    /// Address of the proxy host.
+    pub px_addr: String,
+    /// Address of the upstream host.
+    pub up_addr: String,
+    /// A directory for this lab's files.
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Creates the two namespaces and the link between them.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{}", std::process::id() % 100_000, n);
+        let subnet = 10 + (std::process::id() as u32 * 7 + n) % 200;
+        let px = format!("tr{id}{tag}px");
+        let up = format!("tr{id}{tag}up");
+        let dir = std::env::temp_dir().join(format!("tracer-lab-{id}-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        let lab = Self {
+            px_addr: format!("10.231.{subnet}.1"),
+            up_addr: format!("10.231.{subnet}.2"),
+            px,
+            up,
+            dir,
+            children: Vec::new(),
+        };
+        lab.setup().with_context(|| format!("building lab {tag}"))?;
+        std::fs::write(lab.dir.join("upstream.py"), UPSTREAM_PY)?;
+        Ok(lab)
+    }
+
+    fn setup(&self) -> anyhow::Result<()> {
+        sh(&["ip", "netns", "add", &self.px])?;
+        sh(&["ip", "netns", "add", &self.up])?;
+        sh(&[
+            "ip", "link", "add", "vpx", "netns", &self.px, "type", "veth", "peer", "name", "vup",
+            "netns", &self.up,
+        ])?;
+        for (ns, dev, addr) in [
+            (&self.px, "vpx", &self.px_addr),
+            (&self.up, "vup", &self.up_addr),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                dev,
+            ])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// A command that runs inside a namespace.
+    pub fn cmd(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+
+    /// Runs a command inside a namespace to completion.
+    pub fn run(&self, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Starts a process inside a namespace; it is killed when the lab drops.
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) -> anyhow::Result<u32> {
+        let child = self
+            .cmd(ns, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {args:?} in {ns}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Starts a test upstream on the upstream host and waits until it listens.
+    pub fn upstream(
+        &mut self,
+        mode: &str,
+        port: u16,
+        arg: Option<&str>,
+    ) -> anyhow::Result<Upstream> {
+        let script = self.dir.join("upstream.py");
+        let port_s = port.to_string();
+        let mut args = vec![
+            "python3",
+            script.to_str().unwrap_or_default(),
+            mode,
+            &self.up_addr,
+            &port_s,
+        ];
+        if let Some(a) = arg {
+            args.push(a);
+        }
+        let mut child = self
+            .cmd(&self.up.clone(), &args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the test upstream")?;
+        let stdout = child.stdout.take().context("upstream stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("test upstream {mode} on port {port} did not start: {line:?}");
+        }
+        let pid = child.id();
+        self.children.push(child);
+        Ok(Upstream {
+            addr: format!("{}:{port}", self.up_addr),
+            pid,
+        })
+    }
+
+    /// Installs an nftables ruleset in a namespace (`nft -f -`).
+    pub fn nft(&self, ns: &str, ruleset: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut child = self
+            .cmd(ns, &["nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting nft")?;
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(ruleset.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft rejected the ruleset: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs curl on the proxy host and returns its pid and its output. curl's own failure
+    /// (a refused or reset connection) is the point of most tests, so it is not an error.
+    pub fn curl(&self, args: &[&str]) -> anyhow::Result<(u32, Output)> {
+        let child = self
+            .cmd(&self.px, &["curl", "-sS", "-o", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting curl")?;
+        let pid = child.id();
+        let out = child.wait_with_output()?;
+        Ok((pid, out))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Deleting a namespace also removes its end of the veth, and with it the peer.
+        for ns in [&self.px, &self.up] {
+            let _ = Command::new("ip")
+                .args(["netns", "pids", ns])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                });
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running test upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `ip:port` it listens on.
+    pub addr: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

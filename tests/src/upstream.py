@@ -1,0 +1,66 @@
+# Test upstream for the tracer's lab: an HTTP/1.1 server that fails on purpose.
+# Usage: upstream.py MODE HOST PORT [ARG]
+#   ok     answer 200 with a short body (ARG: body size in bytes, default 2)
+#   reset  send part of a response, then close with SO_LINGER 0 (RST)
+#   fin    read the request, then close without answering (FIN)
+#   slow   answer after ARG seconds
+#   drain  read a request body of Content-Length bytes, then answer 200
+import socket, struct, sys, threading, time
+
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+arg = sys.argv[4] if len(sys.argv) > 4 else None
+
+def read_request(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v.strip())
+    while len(body) < length:
+        chunk = c.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head
+
+def respond(c, body):
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body) + body)
+
+def handle(c):
+    try:
+        while True:
+            if read_request(c) is None:
+                break
+            if mode == "ok" or mode == "drain":
+                respond(c, b"x" * int(arg or 2))
+            elif mode == "reset":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+                time.sleep(0.05)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+            elif mode == "fin":
+                break
+            elif mode == "slow":
+                time.sleep(float(arg or 5))
+                respond(c, b"late")
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(512)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()

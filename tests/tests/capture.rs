@@ -1,0 +1,347 @@
+//! Privileged tests of the kernel capture: a real client (curl) on the proxy host, a real server
+//! on the upstream host, faults made with nftables, and the tracer watching from outside both
+//! namespaces. Each test asserts the records the tracer wrote for that traffic.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tracer_tests::{Lab, Records, TracerRun, require_root};
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn only<'a>(recs: &'a Records, kind: &str, raddr: &str) -> &'a Value {
+    let found = recs.to(kind, raddr);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} to {raddr}, got:\n{}",
+        recs.dump()
+    );
+    found[0]
+}
+
+fn assert_owner(r: &Value, pid: u32, lab: &Lab) {
+    assert_eq!(r["pid"], pid, "wrong pid in {r}");
+    assert_eq!(r["comm"], "curl", "wrong comm in {r}");
+    assert_eq!(r["role"], "upstream", "wrong role in {r}");
+    let laddr = r["laddr"].as_str().unwrap_or_default();
+    assert!(
+        laddr.starts_with(&format!("{}:", lab.px_addr)),
+        "wrong laddr in {r}"
+    );
+}
+
+#[test]
+fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ok")?;
+    let up = lab.upstream("ok", 8080, Some("5000"))?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl", "--comm", "python3"])?;
+    let (pid, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let recs = tracer.stop()?;
+
+    let c = only(&recs, "connect", &up.addr);
+    assert_owner(c, pid, &lab);
+    let lat = f(&c["latency_us"]);
+    assert!(
+        lat > 0.0 && lat < 1_000_000.0,
+        "implausible connect latency {lat} µs"
+    );
+    assert_eq!(c["syn_retransmits"], 0);
+    let start = only(&recs, "connect_start", &up.addr);
+    assert_eq!(
+        start["cookie"], c["cookie"],
+        "connect_start and connect name one socket"
+    );
+
+    let t = only(&recs, "ttfb", &up.addr);
+    assert_owner(t, pid, &lab);
+    let ttfb = f(&t["ttfb_us"]);
+    assert!(
+        ttfb > 0.0 && ttfb < 5_000_000.0,
+        "implausible ttfb {ttfb} µs"
+    );
+    assert!(
+        t["request_bytes"].as_u64().unwrap_or(0) > 20,
+        "request bytes in {t}"
+    );
+    assert_eq!(t["request_no"], 1);
+
+    let close = only(&recs, "close", &up.addr);
+    assert_eq!(close["laddr"], c["laddr"]);
+    assert!(
+        close["bytes_received"].as_u64().unwrap_or(0) >= 5000,
+        "bytes in {close}"
+    );
+    assert!(
+        close["srtt_us"].as_u64().unwrap_or(0) > 0,
+        "srtt in {close}"
+    );
+
+    // The upstream's side: the server accepted the connection, so it is a client socket there.
+    let acc: Vec<_> = recs
+        .of_type("accept")
+        .filter(|r| r["raddr"] == c["laddr"])
+        .collect();
+    assert_eq!(acc.len(), 1, "accept of {}:\n{}", c["laddr"], recs.dump());
+    assert_eq!(acc[0]["role"], "client");
+    assert_eq!(acc[0]["pid"], up.pid);
+    assert!(recs.to("connect_error", &up.addr).is_empty());
+    Ok(())
+}
+
+#[test]
+fn refused_connect_reports_econnrefused_from_rst() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("ref")?;
+    let target = format!("{}:9", lab.up_addr);
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&[&format!("http://{target}/")])?;
+    assert!(!out.status.success());
+    let recs = tracer.stop()?;
+
+    let e = only(&recs, "connect_error", &target);
+    assert_owner(e, pid, &lab);
+    assert_eq!(e["errno"], 111);
+    assert_eq!(e["error"], "ECONNREFUSED");
+    assert_eq!(e["cause"], "rst");
+    let d = f(&e["duration_us"]);
+    assert!(
+        d > 0.0 && d < 1_000_000.0,
+        "implausible refusal time {d} µs"
+    );
+    let rst = only(&recs, "reset_received", &target);
+    assert_eq!(rst["state"], "SYN_SENT");
+    assert_owner(rst, pid, &lab);
+    assert_eq!(recs.to("close", &target).len(), 1);
+    assert!(recs.to("connect", &target).is_empty());
+    Ok(())
+}
+
+#[test]
+fn dropped_syn_reports_timeout_with_syn_retransmits() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("tmo")?;
+    lab.nft(
+        &lab.up,
+        "table inet fault {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8080 drop\n }\n}\n",
+    )?;
+    let target = format!("{}:8080", lab.up_addr);
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&["--connect-timeout", "2.5", &format!("http://{target}/")])?;
+    assert!(!out.status.success());
+    let recs = tracer.stop()?;
+
+    let e = only(&recs, "connect_error", &target);
+    assert_owner(e, pid, &lab);
+    assert_eq!(e["errno"], 110);
+    assert_eq!(e["error"], "ETIMEDOUT");
+    // curl gave up before the kernel did: the socket was closed mid-handshake.
+    assert_eq!(e["cause"], "aborted");
+    assert!(e["syn_retransmits"].as_u64().unwrap_or(0) >= 1, "{e}");
+    let d = f(&e["duration_us"]);
+    assert!(
+        (2_000_000.0..4_000_000.0).contains(&d),
+        "timeout after {d} µs"
+    );
+    let rt = recs.to("retransmit", &target);
+    assert!(!rt.is_empty(), "no retransmit:\n{}", recs.dump());
+    assert!(rt.iter().all(|r| r["state"] == "SYN_SENT"));
+    Ok(())
+}
+
+#[test]
+fn icmp_host_unreachable_reports_ehostunreach() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("unr")?;
+    lab.nft(
+        &lab.up,
+        "table inet fault {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8081 reject with icmp type host-unreachable\n }\n}\n",
+    )?;
+    let target = format!("{}:8081", lab.up_addr);
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&["--connect-timeout", "5", &format!("http://{target}/")])?;
+    assert!(!out.status.success());
+    let recs = tracer.stop()?;
+
+    let e = only(&recs, "connect_error", &target);
+    assert_owner(e, pid, &lab);
+    assert_eq!(e["errno"], 113, "{e}");
+    assert_eq!(e["error"], "EHOSTUNREACH");
+    assert_eq!(e["cause"], "icmp");
+    assert!(recs.to("reset_received", &target).is_empty());
+    Ok(())
+}
+
+#[test]
+fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("rst")?;
+    let up = lab.upstream("reset", 8082, None)?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
+    assert!(!out.status.success(), "curl should see the reset");
+    let recs = tracer.stop()?;
+
+    only(&recs, "connect", &up.addr);
+    let r = only(&recs, "reset_received", &up.addr);
+    assert_owner(r, pid, &lab);
+    assert_eq!(r["state"], "ESTABLISHED");
+    // The upstream sent part of a response before the reset.
+    assert!(r["bytes_received"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(r["awaiting_response"], false);
+    only(&recs, "ttfb", &up.addr);
+    assert!(recs.to("peer_close", &up.addr).is_empty());
+    Ok(())
+}
+
+#[test]
+fn fin_before_response_reports_peer_close_awaiting_response() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("fin")?;
+    let up = lab.upstream("fin", 8083, None)?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
+    assert!(!out.status.success(), "curl should see an empty reply");
+    let recs = tracer.stop()?;
+
+    let p = only(&recs, "peer_close", &up.addr);
+    assert_owner(p, pid, &lab);
+    assert_eq!(p["awaiting_response"], true);
+    assert_eq!(p["bytes_received"], 0);
+    assert!(recs.to("ttfb", &up.addr).is_empty());
+    assert!(recs.to("reset_received", &up.addr).is_empty());
+    Ok(())
+}
+
+#[test]
+fn packet_loss_reports_retransmits_and_netfilter_drops() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("loss")?;
+    let up = lab.upstream("drain", 8084, None)?;
+    // Every third packet towards the upstream is lost at the upstream's ingress: the proxy
+    // host retransmits, and the receiving side frees the packet with NETFILTER_DROP.
+    lab.nft(
+        &lab.up,
+        "table netdev loss {\n chain in {\n  type filter hook ingress device \"vup\" priority 0;\n  tcp dport 8084 numgen inc mod 3 == 0 drop\n }\n}\n",
+    )?;
+    let body = lab.dir.join("body.bin");
+    std::fs::write(&body, vec![b'a'; 256 * 1024])?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let data = format!("@{}", body.display());
+    let (pid, out) = lab.curl(&[
+        "--max-time",
+        "30",
+        "--data-binary",
+        &data,
+        &format!("http://{}/", up.addr),
+    ])?;
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let recs = tracer.stop()?;
+
+    let rt = recs.to("retransmit", &up.addr);
+    assert!(!rt.is_empty(), "no retransmits:\n{}", recs.dump());
+    for r in &rt {
+        assert_owner(r, pid, &lab);
+    }
+    let drops = recs.to("drop", &up.addr);
+    assert!(
+        drops.iter().any(|d| d["reason"] == "NETFILTER_DROP"),
+        "no NETFILTER_DROP drop:\n{}",
+        recs.dump()
+    );
+    let close = only(&recs, "close", &up.addr);
+    assert!(close["total_retrans"].as_u64().unwrap_or(0) >= 1, "{close}");
+    Ok(())
+}
+
+#[test]
+fn exhausted_ports_report_eaddrnotavail_before_the_wire() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("port")?;
+    let up = lab.upstream("slow", 8085, Some("30"))?;
+    lab.run(
+        &lab.px,
+        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001"],
+    )?;
+    // An unwatched process holds both local ports towards the upstream.
+    let (host, port) = up.addr.split_once(':').unwrap_or_default();
+    let hold = format!(
+        "import socket,time\ns=[socket.create_connection(('{host}',{port})) for _ in range(2)]\nprint('held',flush=True)\ntime.sleep(30)"
+    );
+    let mut holder = lab
+        .cmd(&lab.px, &["python3", "-c", &hold])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("piped")).read_line(&mut line)?;
+    assert_eq!(line.trim(), "held");
+
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&["--connect-timeout", "3", &format!("http://{}/", up.addr)])?;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!out.status.success());
+    let recs = tracer.stop()?;
+
+    let e = only(&recs, "connect_error", &up.addr);
+    assert_eq!(e["pid"], pid);
+    assert_eq!(e["comm"], "curl");
+    assert_eq!(e["errno"], 99);
+    assert_eq!(e["error"], "EADDRNOTAVAIL");
+    assert_eq!(e["cause"], "syscall");
+    assert!(
+        recs.to("connect_start", &up.addr).is_empty(),
+        "nothing went on the wire"
+    );
+    assert!(recs.to("retransmit", &up.addr).is_empty());
+    Ok(())
+}
+
+#[test]
+fn lost_events_are_counted_when_the_reader_falls_behind() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("lost")?;
+    const ATTEMPTS: u64 = 300;
+    // A one-page ring holds about thirty records.
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3", "--ring-size", "4096"])?;
+    // Stop the reader so that the kernel keeps writing into a ring nobody drains.
+    tracer.signal(libc::SIGSTOP);
+    let script = format!(
+        "import socket\nfor _ in range({ATTEMPTS}):\n  s=socket.socket()\n  try: s.connect(('{}',9))\n  except OSError: pass\n  s.close()",
+        lab.up_addr
+    );
+    let out = lab.run(&lab.px, &["python3", "-c", &script]);
+    tracer.signal(libc::SIGCONT);
+    out?;
+    std::thread::sleep(Duration::from_millis(200));
+    let recs = tracer.stop()?;
+
+    let stats = recs.final_stats().expect("a final stats record");
+    assert_eq!(stats["final"], true);
+    let lost = stats["lost"].as_u64().unwrap_or(0);
+    let events = stats["events"].as_u64().unwrap_or(0);
+    // Each refused attempt makes at least reset_received, connect_error and close.
+    assert!(lost > 0, "nothing counted as lost: {stats}");
+    assert!(
+        events + lost >= 3 * ATTEMPTS,
+        "events {events} + lost {lost} < {}",
+        3 * ATTEMPTS
+    );
+    // Everything the kernel did write was read and decoded.
+    assert_eq!(stats["kernel_emitted"], stats["events"], "{stats}");
+    let written = recs
+        .0
+        .iter()
+        .filter(|r| r["type"] != "start" && r["type"] != "stats")
+        .count() as u64;
+    assert_eq!(written, events);
+    Ok(())
+}
