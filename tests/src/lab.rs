@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
 const UPSTREAM_PY: &str = include_str!("upstream.py");
+const LOAD_PY: &str = include_str!("load.py");
 
 /// Runs a command, failing with its output when it fails.
 pub fn sh(args: &[&str]) -> anyhow::Result<Output> {
@@ -41,6 +42,12 @@ pub struct Lab {
     pub px_addr: String,
     /// Address of the upstream host.
     pub up_addr: String,
+    /// Namespace of the client host, joined to the proxy host by a second link.
+    pub cl: String,
+    /// The proxy host's address on the client link.
+    pub px_front: String,
+    /// Address of the client host.
+    pub cl_addr: String,
     /// A directory for this lab's files.
     pub dir: PathBuf,
     children: Vec<Child>,
@@ -54,31 +61,43 @@ impl Lab {
         let subnet = 10 + (std::process::id() as u32 * 7 + n) % 200;
         let px = format!("tr{id}{tag}px");
         let up = format!("tr{id}{tag}up");
+        let cl = format!("tr{id}{tag}cl");
         let dir = std::env::temp_dir().join(format!("tracer-lab-{id}-{tag}"));
         std::fs::create_dir_all(&dir)?;
         let lab = Self {
             px_addr: format!("10.231.{subnet}.1"),
             up_addr: format!("10.231.{subnet}.2"),
+            px_front: format!("10.232.{subnet}.1"),
+            cl_addr: format!("10.232.{subnet}.2"),
             px,
             up,
+            cl,
             dir,
             children: Vec::new(),
         };
         lab.setup().with_context(|| format!("building lab {tag}"))?;
         std::fs::write(lab.dir.join("upstream.py"), UPSTREAM_PY)?;
+        std::fs::write(lab.dir.join("load.py"), LOAD_PY)?;
         Ok(lab)
     }
 
     fn setup(&self) -> anyhow::Result<()> {
         sh(&["ip", "netns", "add", &self.px])?;
         sh(&["ip", "netns", "add", &self.up])?;
+        sh(&["ip", "netns", "add", &self.cl])?;
         sh(&[
             "ip", "link", "add", "vpx", "netns", &self.px, "type", "veth", "peer", "name", "vup",
             "netns", &self.up,
         ])?;
+        sh(&[
+            "ip", "link", "add", "vpc", "netns", &self.px, "type", "veth", "peer", "name", "vcl",
+            "netns", &self.cl,
+        ])?;
         for (ns, dev, addr) in [
             (&self.px, "vpx", &self.px_addr),
             (&self.up, "vup", &self.up_addr),
+            (&self.px, "vpc", &self.px_front),
+            (&self.cl, "vcl", &self.cl_addr),
         ] {
             sh(&[
                 "ip",
@@ -213,7 +232,7 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         // Deleting a namespace also removes its end of the veth, and with it the peer.
-        for ns in [&self.px, &self.up] {
+        for ns in [&self.px, &self.up, &self.cl] {
             let _ = Command::new("ip")
                 .args(["netns", "pids", ns])
                 .output()

@@ -5,6 +5,7 @@
 //! temporary file is removed when its guard drops.
 
 pub mod lab;
+pub mod proxy;
 pub mod tracer;
 
 pub use lab::{Lab, Upstream};

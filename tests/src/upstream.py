@@ -5,6 +5,11 @@
 #   fin    read the request, then close without answering (FIN)
 #   slow   answer after ARG seconds
 #   drain  read a request body of Content-Length bytes, then answer 200
+#   rstnow read the request, then reset at once (no response byte)
+#   race   answer the first request on a connection, then reset when the next one arrives
+#          (the upstream closed an idle keep-alive connection as the request crossed)
+#   badheader  answer with a header line that is not a header
+#   status502  answer 502 itself
 import socket, struct, sys, threading, time
 
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -34,6 +39,7 @@ def respond(c, body):
     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body) + body)
 
 def handle(c):
+    served = 0
     try:
         while True:
             if read_request(c) is None:
@@ -47,9 +53,19 @@ def handle(c):
                 break
             elif mode == "fin":
                 break
+            elif mode == "rstnow" or (mode == "race" and served > 0):
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+            elif mode == "race":
+                respond(c, b"ok")
+            elif mode == "badheader":
+                c.sendall(b"HTTP/1.1 200 OK\r\nthis is not a header\r\n\r\n")
+            elif mode == "status502":
+                c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
             elif mode == "slow":
                 time.sleep(float(arg or 5))
                 respond(c, b"late")
+            served += 1
     except OSError:
         pass
     finally:

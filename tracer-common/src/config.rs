@@ -23,9 +23,11 @@ pub struct Filter {
     /// Bitmap of `enum skb_drop_reason` values that are not packet loss (queues purged when a
     /// socket closes). Values come from BTF because they differ between kernels.
     pub drop_ignore: [u64; 4],
+    /// Bitmap of HTTP statuses (0..640) whose status lines are reported (`--status`).
+    pub statuses: [u64; 10],
 }
 
-const _: () = assert!(core::mem::size_of::<Filter>() == 8 * 16 + 16 + 32);
+const _: () = assert!(core::mem::size_of::<Filter>() == 8 * 16 + 16 + 32 + 80);
 
 impl Filter {
     /// Packs a command name the way the kernel stores it (truncated to 15 bytes, NUL padded).
@@ -44,6 +46,13 @@ impl Filter {
     pub fn ignore_drop_reason(&mut self, reason: u32) {
         if let Some(w) = self.drop_ignore.get_mut((reason / 64) as usize) {
             *w |= 1 << (reason % 64);
+        }
+    }
+
+    /// Marks an HTTP status as reported.
+    pub fn report_status(&mut self, status: u16) {
+        if let Some(w) = self.statuses.get_mut((status / 64) as usize) {
+            *w |= 1 << (status % 64);
         }
     }
 

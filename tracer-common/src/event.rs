@@ -29,6 +29,13 @@ pub enum EventKind {
     FirstByte = 10,
     /// A watched process accepted a connection ([`Accepted`]).
     Accepted = 11,
+    /// A watched process wrote an HTTP status line to a client ([`Response`]).
+    Response = 12,
+    /// A watched process read an HTTP status line from an upstream ([`Response`]).
+    UpstreamResponse = 13,
+    /// The watched process closed an upstream connection still waiting for its response
+    /// ([`LocalClose`]).
+    LocalClose = 14,
 }
 
 impl EventKind {
@@ -46,6 +53,9 @@ impl EventKind {
             9 => Self::Closed,
             10 => Self::FirstByte,
             11 => Self::Accepted,
+            12 => Self::Response,
+            13 => Self::UpstreamResponse,
+            14 => Self::LocalClose,
             _ => return None,
         })
     }
@@ -79,11 +89,14 @@ pub struct EventHeader {
     pub cookie: u64,
     /// Kernel address of the `struct sock`; unique while the socket lives.
     pub sock: u64,
+    /// Cookie of the linked socket: for an upstream socket, the client connection it was last
+    /// opened or written for; for a client socket, the upstream last used for it. 0 if none.
+    pub peer: u64,
     pub comm: [u8; 16],
     pub tuple: SockTuple,
 }
 
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 96);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 104);
 
 /// A header and its payload, as written to the ring buffer.
 #[repr(C)]
@@ -139,6 +152,23 @@ pub struct ConnectFailed {
     pub _pad: [u8; 7],
 }
 
+/// Where a connection stood in its request/response cycle when something happened to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exchange {
+    /// Responses completed on this connection before (a reused connection has at least one).
+    pub requests: u32,
+    /// 1 when a request was written and no response byte read yet.
+    pub awaiting_response: u8,
+    pub _pad: [u8; 3],
+    /// Idle time before the outstanding request was written (when awaiting a response), or
+    /// since the last response byte (otherwise).
+    pub idle_ns: u64,
+    /// Time since the outstanding request was first written, 0 when none is outstanding.
+    pub request_age_ns: u64,
+    pub bytes_received: u64,
+}
+
 /// Payload of [`EventKind::ResetReceived`] and [`EventKind::ResetSent`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -147,20 +177,37 @@ pub struct Reset {
     pub reason: u32,
     /// TCP state (`TCP_ESTABLISHED` = 1 …) when the reset happened.
     pub state: u8,
-    /// 1 when a request was written and no response byte read yet.
-    pub awaiting_response: u8,
-    pub _pad: [u8; 2],
-    pub bytes_received: u64,
+    pub _pad: [u8; 3],
+    pub exchange: Exchange,
 }
 
-/// Payload of [`EventKind::PeerClose`].
+/// Payload of [`EventKind::PeerClose`] and [`EventKind::LocalClose`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PeerClose {
-    pub bytes_received: u64,
-    /// 1 when a request was written and no response byte read yet.
-    pub awaiting_response: u8,
-    pub _pad: [u8; 7],
+    pub exchange: Exchange,
+}
+
+/// Payload of [`EventKind::LocalClose`].
+pub type LocalClose = PeerClose;
+
+/// How a status line was written.
+pub const VIA_WRITE: u8 = 1;
+pub const VIA_WRITEV: u8 = 2;
+pub const VIA_SENDTO: u8 = 3;
+pub const VIA_SENDMSG: u8 = 4;
+pub const VIA_READ: u8 = 5;
+pub const VIA_RECVFROM: u8 = 6;
+
+/// Payload of [`EventKind::Response`] and [`EventKind::UpstreamResponse`]: the status of an
+/// HTTP/1.x response. Nothing else of the payload is read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    /// One of the `VIA_*` values.
+    pub via: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Payload of [`EventKind::Retransmit`].
@@ -235,6 +282,8 @@ crate::impl_pod!(
     Closed,
     FirstByte,
     Accepted,
+    Exchange,
+    Response,
 );
 
 #[cfg(feature = "user")]

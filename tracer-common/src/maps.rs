@@ -12,6 +12,12 @@ pub const FLOWS: &str = "FLOWS";
 pub const CONNECTS: &str = "CONNECTS";
 /// getsockopt(SO_ERROR) calls in flight, keyed by thread id.
 pub const SOCKOPTS: &str = "SOCKOPTS";
+/// The client connection each thread last read from, keyed by thread id.
+pub const LAST_CLIENT: &str = "LAST_CLIENT";
+/// Processes that own watched sockets (the cheap first test on every write and read).
+pub const OWNERS: &str = "OWNERS";
+/// Read buffers of read()/recvfrom() calls in flight on upstream sockets, keyed by thread id.
+pub const READS: &str = "READS";
 /// Process ids chosen with `--pid`.
 pub const PIDS: &str = "PIDS";
 
@@ -21,6 +27,8 @@ pub const EVENTS_BYTES: u32 = 4 << 20;
 pub const SOCKS_ENTRIES: u32 = 65_536;
 /// Concurrent connect() calls tracked at once.
 pub const CONNECTS_ENTRIES: u32 = 8_192;
+/// Processes owning watched sockets tracked at once.
+pub const OWNERS_ENTRIES: u32 = 4_096;
 /// Most `--pid` values.
 pub const PIDS_ENTRIES: u32 = 64;
 

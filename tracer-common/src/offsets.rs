@@ -14,7 +14,6 @@ pub struct KernelOffsets {
     pub skc_daddr: u32,
     pub skc_rcv_saddr: u32,
     pub skc_dport: u32,
-    pub skc_num: u32,
     /// `inet_sock.inet_sport`: unlike `skc_num` it survives the unhash that precedes the
     /// CLOSE state change, and stays 0 when connect() found no free port.
     pub inet_sport: u32,
@@ -45,17 +44,12 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub file_private_data: u32,
     pub socket_sk: u32,
-    // syscall tracepoint records (from tracefs `format` files)
-    pub tp_connect_uservaddr: u32,
-    pub tp_connect_addrlen: u32,
-    pub tp_connect_exit_ret: u32,
-    pub tp_accept_exit_ret: u32,
-    pub tp_connect_fd: u32,
-    pub tp_getsockopt_fd: u32,
-    pub tp_getsockopt_level: u32,
-    pub tp_getsockopt_optname: u32,
-    pub tp_getsockopt_optval: u32,
-    pub tp_getsockopt_exit_ret: u32,
+    // Syscall tracepoint records (from tracefs `format` files). Every `sys_enter_*` record
+    // holds its arguments as 8-byte fields from `tp_sys_args` on, and every `sys_exit_*` record
+    // its return value at `tp_sys_ret`; user space checks each hooked syscall's format against
+    // this rule before attaching it.
+    pub tp_sys_args: u32,
+    pub tp_sys_ret: u32,
     // BTF tracepoint argument positions that only some kernels have
     /// Index of `reason` in `tcp_send_reset` (6.10+), or UNKNOWN.
     pub arg_send_reset_reason: u32,
@@ -63,7 +57,7 @@ pub struct KernelOffsets {
     pub arg_kfree_skb_rx_sk: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 41 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -71,7 +65,6 @@ impl KernelOffsets {
         skc_daddr: UNKNOWN,
         skc_rcv_saddr: UNKNOWN,
         skc_dport: UNKNOWN,
-        skc_num: UNKNOWN,
         inet_sport: UNKNOWN,
         skc_family: UNKNOWN,
         skc_state: UNKNOWN,
@@ -97,16 +90,8 @@ impl KernelOffsets {
         fdtable_fd: UNKNOWN,
         file_private_data: UNKNOWN,
         socket_sk: UNKNOWN,
-        tp_connect_uservaddr: UNKNOWN,
-        tp_connect_addrlen: UNKNOWN,
-        tp_connect_exit_ret: UNKNOWN,
-        tp_accept_exit_ret: UNKNOWN,
-        tp_connect_fd: UNKNOWN,
-        tp_getsockopt_fd: UNKNOWN,
-        tp_getsockopt_level: UNKNOWN,
-        tp_getsockopt_optname: UNKNOWN,
-        tp_getsockopt_optval: UNKNOWN,
-        tp_getsockopt_exit_ret: UNKNOWN,
+        tp_sys_args: UNKNOWN,
+        tp_sys_ret: UNKNOWN,
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
     };

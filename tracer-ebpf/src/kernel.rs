@@ -1,8 +1,11 @@
 //! Reading kernel memory through the offsets that user space found in BTF, and the process
 //! filter. Nothing here knows a struct layout at compile time.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+    },
+    programs::TracePointContext,
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
@@ -26,6 +29,7 @@ static FILTER: Filter = Filter {
     ephemeral_hi: 60999,
     _pad: 0,
     drop_ignore: [0; 4],
+    statuses: [0; 10],
 };
 
 /// Reads one offset. The volatile read keeps the compiler from folding in the placeholder value
@@ -49,6 +53,7 @@ macro_rules! filter {
 pub const TCP_ESTABLISHED: i32 = 1;
 pub const TCP_SYN_SENT: i32 = 2;
 pub const TCP_CLOSE: i32 = 7;
+pub const TCP_FIN_WAIT1: i32 = 4;
 pub const TCP_CLOSE_WAIT: i32 = 8;
 
 pub const IPPROTO_TCP: u16 = 6;
@@ -176,6 +181,48 @@ pub fn drop_ignored(reason: u32) -> bool {
     // SAFETY: FILTER is a plain static and `word` is in bounds.
     let w = unsafe { core::ptr::read_volatile(&FILTER.drop_ignore[word]) };
     w & (1 << (reason % 64)) != 0
+}
+
+/// Argument `i` of a `sys_enter_*` tracepoint record.
+#[inline(always)]
+pub fn sys_arg(ctx: &TracePointContext, i: usize) -> Result<u64, i32> {
+    let offset = off!(tp_sys_args) as usize + 8 * i;
+    // SAFETY: the layout was checked against this tracepoint's format file; the read is checked.
+    unsafe { ctx.read_at(offset) }
+}
+
+/// Return value of a `sys_exit_*` tracepoint record.
+#[inline(always)]
+pub fn sys_ret(ctx: &TracePointContext) -> Result<i64, i32> {
+    let offset = off!(tp_sys_ret) as usize;
+    // SAFETY: as above.
+    unsafe { ctx.read_at(offset) }
+}
+
+/// The status of an HTTP/1.x status line (`HTTP/1.1 502 …`), if `head` starts with one and
+/// the status is one the user asked for.
+#[inline(always)]
+pub fn reported_status(head: &[u8; 12]) -> Option<u16> {
+    if head[0] != b'H'
+        || head[1] != b'T'
+        || head[2] != b'T'
+        || head[3] != b'P'
+        || head[4] != b'/'
+        || head[5] != b'1'
+        || head[6] != b'.'
+        || head[8] != b' '
+    {
+        return None;
+    }
+    let d = |b: u8| -> Option<u16> { b.is_ascii_digit().then_some((b - b'0') as u16) };
+    let status = d(head[9])? * 100 + d(head[10])? * 10 + d(head[11])?;
+    let word = (status / 64) as usize;
+    if word >= 10 {
+        return None;
+    }
+    // SAFETY: FILTER is a plain static and `word` is in bounds.
+    let w = unsafe { core::ptr::read_volatile(&FILTER.statuses[word]) };
+    (w & (1 << (status % 64)) != 0).then_some(status)
 }
 
 /// Whether a local port lies in the ephemeral range, i.e. the socket was most likely opened

@@ -7,8 +7,11 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    event::{EventKind, Record},
-    maps::{CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, PIDS_ENTRIES, SOCKS_ENTRIES},
+    event::{EventKind, Exchange, Record},
+    maps::{
+        CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, OWNERS_ENTRIES, PIDS_ENTRIES,
+        SOCKS_ENTRIES,
+    },
     net::{FlowKey, SockTuple},
 };
 
@@ -35,6 +38,10 @@ pub struct SockInfo {
     pub req_bytes: u64,
     /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
     pub last_rx_ns: u64,
+    /// Idle time before the outstanding request (0 on a connection's first request).
+    pub req_idle_ns: u64,
+    /// Cookie of the linked socket (see `EventHeader::peer`).
+    pub peer: u64,
     pub syn_retrans: u32,
     pub retrans: u32,
     pub requests: u32,
@@ -57,6 +64,23 @@ pub struct PendingConnect {
     pub tuple: SockTuple,
     pub fd: u32,
     pub _pad: u32,
+}
+
+/// The client connection a thread last read from.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ClientRef {
+    pub sk: u64,
+    pub cookie: u64,
+}
+
+/// A read()/recvfrom() in flight: its buffer, and the upstream socket whose first response
+/// bytes it turned out to carry (set by `sock_recv_length` inside the same call).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingRead {
+    pub buf: u64,
+    pub want_sk: u64,
 }
 
 /// A getsockopt(SOL_SOCKET, SO_ERROR) call between entry and exit, keyed by thread id.
@@ -88,6 +112,16 @@ pub static CONNECTS: LruHashMap<u32, PendingConnect> =
 pub static SOCKOPTS: LruHashMap<u32, PendingSockopt> =
     LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
+#[map(name = "LAST_CLIENT")]
+pub static LAST_CLIENT: LruHashMap<u32, ClientRef> =
+    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+
+#[map(name = "OWNERS")]
+pub static OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OWNERS_ENTRIES, 0);
+
+#[map(name = "READS")]
+pub static READS: LruHashMap<u32, PendingRead> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+
 #[map(name = "PIDS")]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
 
@@ -104,6 +138,8 @@ impl SockInfo {
             req_start_ns: 0,
             req_bytes: 0,
             last_rx_ns: ts,
+            req_idle_ns: 0,
+            peer: 0,
             syn_retrans: 0,
             retrans: 0,
             requests: 0,
@@ -112,6 +148,54 @@ impl SockInfo {
             flags,
             _pad: [0; 6],
         }
+    }
+}
+
+/// Inserts a newly seen socket and remembers its owner process as one to look at on writes.
+#[inline(always)]
+pub fn track(sk: u64, info: &SockInfo) -> bool {
+    if SOCKS.insert(&sk, info, 0).is_err() {
+        count(Counter::MapFull);
+        return false;
+    }
+    let _ = OWNERS.insert(&info.tgid, &1, 0);
+    true
+}
+
+/// Links an upstream socket to the client connection the current thread last read from: a
+/// proxy worker reads a request, then connects or writes upstream for it.
+#[inline(always)]
+pub fn link_to_client(info: &mut SockInfo) {
+    // SAFETY: copied out at once.
+    let Some(client) = (unsafe { LAST_CLIENT.get(&info.tid) }).copied() else {
+        return;
+    };
+    info.peer = client.cookie;
+    if let Some(c) = SOCKS.get_ptr_mut(&client.sk) {
+        // SAFETY: a valid map value pointer, used within this program run.
+        unsafe { (*c).peer = info.cookie };
+    }
+}
+
+/// Where a connection stands in its request/response cycle now.
+#[inline(always)]
+pub fn exchange(info: &SockInfo, bytes_received: u64, ts: u64) -> Exchange {
+    let awaiting = info.req_start_ns != 0;
+    Exchange {
+        requests: info.requests,
+        awaiting_response: awaiting as u8,
+        _pad: [0; 3],
+        idle_ns: if awaiting {
+            info.req_idle_ns
+        } else {
+            ts.saturating_sub(info.last_rx_ns)
+        },
+        request_age_ns: if awaiting {
+            ts.saturating_sub(info.req_start_ns)
+        } else {
+            0
+        },
+        bytes_received,
     }
 }
 
@@ -160,6 +244,7 @@ pub fn emit<P: Copy + 'static>(
         (*h).tid = info.tid;
         (*h).cookie = info.cookie;
         (*h).sock = sk;
+        (*h).peer = info.peer;
         (*h).comm = info.comm;
         (*h).tuple = *tuple;
         (&raw mut (*r).payload).write(payload);

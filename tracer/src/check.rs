@@ -59,6 +59,7 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
         comms: watch.effective_comms(),
         pids: watch.pids.clone(),
         ring_bytes: tracer_common::maps::EVENTS_BYTES,
+        statuses: vec![502, 503, 504],
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;
     let mut ok = true;

@@ -62,9 +62,34 @@ pub struct RunArgs {
     /// Seconds between `stats` records.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub stats_interval: f64,
+    /// HTTP statuses that get a verdict, comma separated.
+    #[arg(long, value_name = "LIST", default_value = "502,503,504", value_parser = parse_statuses)]
+    pub status: Statuses,
     /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
     pub ring_size: u32,
+}
+
+/// A list of HTTP statuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statuses(pub Vec<u16>);
+
+/// Parses `502,503,504`.
+pub fn parse_statuses(s: &str) -> Result<Statuses, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v: u16 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not an HTTP status"))?;
+        if !(100..=599).contains(&v) {
+            return Err(format!("{v} is not an HTTP status (100-599)"));
+        }
+        out.push(v);
+    }
+    if out.is_empty() {
+        return Err("no status given".into());
+    }
+    Ok(Statuses(out))
 }
 
 #[cfg(test)]
@@ -89,6 +114,14 @@ mod tests {
             panic!()
         };
         assert_eq!(w.effective_comms(), vec!["curl", "nginx"]);
+    }
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(parse_statuses("502, 503").unwrap().0, vec![502, 503]);
+        assert!(parse_statuses("5o2").is_err());
+        assert!(parse_statuses("700").is_err());
+        assert!(parse_statuses("").is_err());
     }
 
     #[test]

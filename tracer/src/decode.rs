@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tracer_common::{
     event::{
         Accepted, Closed, ConnectFailed, ConnectStart, Connected, Drop, EventHeader, EventKind,
-        FirstByte, PeerClose, Reset, Retransmit,
+        FirstByte, PeerClose, Reset, Response, Retransmit,
     },
     net::{AF_INET6, SockTuple},
 };
@@ -39,6 +39,9 @@ pub enum Payload {
     Closed(Closed),
     FirstByte(FirstByte),
     Accepted(Accepted),
+    Response(Response),
+    UpstreamResponse(Response),
+    LocalClose(PeerClose),
 }
 
 /// A decoded kernel event.
@@ -63,6 +66,9 @@ impl Event {
             Payload::Closed(_) => EventKind::Closed,
             Payload::FirstByte(_) => EventKind::FirstByte,
             Payload::Accepted(_) => EventKind::Accepted,
+            Payload::Response(_) => EventKind::Response,
+            Payload::UpstreamResponse(_) => EventKind::UpstreamResponse,
+            Payload::LocalClose(_) => EventKind::LocalClose,
         }
     }
 }
@@ -99,6 +105,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Closed => Payload::Closed(read_pod(rest, "close")?),
         EventKind::FirstByte => Payload::FirstByte(read_pod(rest, "first_byte")?),
         EventKind::Accepted => Payload::Accepted(read_pod(rest, "accept")?),
+        EventKind::Response => Payload::Response(read_pod(rest, "response")?),
+        EventKind::UpstreamResponse => {
+            Payload::UpstreamResponse(read_pod(rest, "upstream_response")?)
+        }
+        EventKind::LocalClose => Payload::LocalClose(read_pod(rest, "local_close")?),
     };
     Ok(Event { header, payload })
 }

@@ -4,9 +4,11 @@
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod correlate;
 pub mod decode;
 pub mod names;
 pub mod probe;
 pub mod record;
 pub mod run;
 pub mod sink;
+pub mod verdict;

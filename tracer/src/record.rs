@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value, json};
 use tracer_common::event::{
-    FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_SYSCALL, FAIL_TIMEOUT, ROLE_CLIENT, ROLE_UPSTREAM,
+    Exchange, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_SYSCALL, FAIL_TIMEOUT, ROLE_CLIENT,
+    ROLE_UPSTREAM, VIA_READ, VIA_RECVFROM, VIA_SENDMSG, VIA_SENDTO, VIA_WRITE, VIA_WRITEV,
 };
 
 use crate::{
@@ -32,6 +33,9 @@ pub fn type_name(p: &Payload) -> &'static str {
         Payload::Closed(_) => "close",
         Payload::FirstByte(_) => "ttfb",
         Payload::Accepted(_) => "accept",
+        Payload::Response(_) => "response",
+        Payload::UpstreamResponse(_) => "upstream_response",
+        Payload::LocalClose(_) => "local_close",
     }
 }
 
@@ -47,6 +51,29 @@ fn failure_cause(source: u8) -> &'static str {
         FAIL_TIMEOUT => "timeout",
         FAIL_ABORTED => "aborted",
         FAIL_SYSCALL => "syscall",
+        _ => "other",
+    }
+}
+
+fn exchange_fields(m: &mut Map<String, Value>, x: &Exchange) {
+    m.insert(
+        "awaiting_response".into(),
+        (x.awaiting_response != 0).into(),
+    );
+    m.insert("requests".into(), x.requests.into());
+    m.insert("idle_us".into(), us(x.idle_ns));
+    m.insert("request_age_us".into(), us(x.request_age_ns));
+    m.insert("bytes_received".into(), x.bytes_received.into());
+}
+
+fn via_name(via: u8) -> &'static str {
+    match via {
+        VIA_WRITE => "write",
+        VIA_WRITEV => "writev",
+        VIA_SENDTO => "sendto",
+        VIA_SENDMSG => "sendmsg",
+        VIA_READ => "read",
+        VIA_RECVFROM => "recvfrom",
         _ => "other",
     }
 }
@@ -83,6 +110,9 @@ pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
     if h.cookie != 0 {
         m.insert("cookie".into(), h.cookie.into());
     }
+    if h.peer != 0 {
+        m.insert("peer".into(), h.peer.into());
+    }
     match ev.payload {
         Payload::ConnectStart(_) => {}
         Payload::Connected(p) => {
@@ -102,18 +132,12 @@ pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
             if matches!(ev.payload, Payload::ResetSent(_)) {
                 m.insert("reason".into(), ctx.names.reset(p.reason).into());
             }
-            m.insert(
-                "awaiting_response".into(),
-                (p.awaiting_response != 0).into(),
-            );
-            m.insert("bytes_received".into(), p.bytes_received.into());
+            exchange_fields(&mut m, &p.exchange);
         }
-        Payload::PeerClose(p) => {
-            m.insert(
-                "awaiting_response".into(),
-                (p.awaiting_response != 0).into(),
-            );
-            m.insert("bytes_received".into(), p.bytes_received.into());
+        Payload::PeerClose(p) | Payload::LocalClose(p) => exchange_fields(&mut m, &p.exchange),
+        Payload::Response(p) | Payload::UpstreamResponse(p) => {
+            m.insert("status".into(), p.status.into());
+            m.insert("via".into(), via_name(p.via).into());
         }
         Payload::Retransmit(p) => {
             m.insert("state".into(), tcp_state_name(p.state).into());

@@ -14,10 +14,12 @@ use tokio::{
 use crate::{
     cli::RunArgs,
     clock::Clock,
+    correlate::{Correlator, Finding},
     decode::decode,
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, event_record, type_name},
     sink::jsonl::JsonlSink,
+    verdict::finding_record,
 };
 
 /// Counts kept in user space for the `stats` record.
@@ -26,6 +28,8 @@ struct Stats {
     by_type: BTreeMap<&'static str, u64>,
     events: u64,
     decode_errors: u64,
+    verdicts: u64,
+    retried: u64,
 }
 
 /// Runs until a signal or the --duration deadline.
@@ -35,6 +39,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         comms: comms.clone(),
         pids: args.watch.pids.clone(),
         ring_bytes: args.ring_size,
+        statuses: args.status.0.clone(),
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
     let ring = probes.take_events()?;
@@ -92,6 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     log::info!("tracing; writing to {}", args.output.display());
 
     let mut stats = Stats::default();
+    let mut correlator = Correlator::new();
     let stats_every = Duration::from_secs_f64(args.stats_interval.max(0.1));
     let mut tick = tokio::time::interval_at(Instant::now() + stats_every, stats_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -105,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut sink, &ctx, &mut stats);
+                drain(guard.get_inner_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
                 guard.clear_ready();
                 sink.flush();
             }
@@ -113,6 +119,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+            _ = settle_at(correlator.next_deadline()), if correlator.next_deadline().is_some() => {
+                for finding in correlator.tick(Clock::monotonic_now()) {
+                    write_finding(&finding, &mut sink, &ctx, &mut stats);
+                }
+                sink.flush();
             }
             _ = tick.tick() => {
                 ctx.clock = Clock::sample();
@@ -126,7 +138,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     // Everything the kernel wrote before we stopped is still in the ring: read it all.
-    drain(ring.get_mut(), &mut sink, &ctx, &mut stats);
+    drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
+    for finding in correlator.flush() {
+        write_finding(&finding, &mut sink, &ctx, &mut stats);
+    }
     let k = probes.counters().unwrap_or_default();
     let last = stats_record(&ctx, &stats, &k, &sink, started, true);
     sink.write(&last);
@@ -146,6 +161,7 @@ fn drain(
     sink: &mut JsonlSink,
     ctx: &RecordContext,
     stats: &mut Stats,
+    correlator: &mut Correlator,
 ) {
     while let Some(item) = ring.next() {
         match decode(&item) {
@@ -153,6 +169,9 @@ fn drain(
                 stats.events += 1;
                 *stats.by_type.entry(type_name(&ev.payload)).or_default() += 1;
                 sink.write(&event_record(&ev, ctx));
+                for finding in correlator.on_event(&ev) {
+                    write_finding(&finding, sink, ctx, stats);
+                }
             }
             Err(e) => {
                 stats.decode_errors += 1;
@@ -162,6 +181,21 @@ fn drain(
             }
         }
     }
+}
+
+fn write_finding(finding: &Finding, sink: &mut JsonlSink, ctx: &RecordContext, stats: &mut Stats) {
+    match finding {
+        Finding::Verdict(_) => stats.verdicts += 1,
+        Finding::Retried(_) => stats.retried += 1,
+    }
+    sink.write(&finding_record(finding, ctx));
+}
+
+/// Sleeps until a monotonic deadline (in `bpf_ktime_get_ns` terms).
+async fn settle_at(deadline_ns: Option<u64>) {
+    let now = Clock::monotonic_now();
+    let wait = deadline_ns.map_or(0, |d| d.saturating_sub(now));
+    tokio::time::sleep(Duration::from_nanos(wait)).await;
 }
 
 fn stats_record(
@@ -182,6 +216,8 @@ fn stats_record(
         "kernel_emitted": k.emitted,
         "map_full": k.map_full,
         "decode_errors": stats.decode_errors,
+        "verdicts": stats.verdicts,
+        "retried": stats.retried,
         "write_errors": sink.write_errors,
         "final": last,
     })

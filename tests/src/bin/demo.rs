@@ -26,15 +26,31 @@ fn line_for(r: &Value) -> Option<String> {
             r["cause"].as_str().unwrap_or("?"),
             r["duration_us"]
         ),
-        "reset_received" => format!("{who} got a reset from {to} in {}", r["state"].as_str().unwrap_or("?")),
+        "reset_received" => format!(
+            "{who} got a reset from {to} in {}",
+            r["state"].as_str().unwrap_or("?")
+        ),
         "reset_sent" => format!("{who} reset {to} ({})", r["reason"].as_str().unwrap_or("?")),
         "peer_close" => format!(
             "{who}: {to} closed the connection{}",
-            if r["awaiting_response"] == true { " before answering" } else { "" }
+            if r["awaiting_response"] == true {
+                " before answering"
+            } else {
+                ""
+            }
         ),
-        "ttfb" => format!("{who}: first response byte from {to} after {} µs", r["ttfb_us"]),
-        "retransmit" => format!("{who} retransmitted to {to} ({})", r["state"].as_str().unwrap_or("?")),
-        "drop" => format!("kernel dropped a packet of {who} ↔ {to}: {}", r["reason"].as_str().unwrap_or("?")),
+        "ttfb" => format!(
+            "{who}: first response byte from {to} after {} µs",
+            r["ttfb_us"]
+        ),
+        "retransmit" => format!(
+            "{who} retransmitted to {to} ({})",
+            r["state"].as_str().unwrap_or("?")
+        ),
+        "drop" => format!(
+            "kernel dropped a packet of {who} ↔ {to}: {}",
+            r["reason"].as_str().unwrap_or("?")
+        ),
         "stats" => format!("stats: {} events, {} lost", r["events"], r["lost"]),
         _ => return None,
     })
@@ -42,7 +58,10 @@ fn line_for(r: &Value) -> Option<String> {
 
 fn main() -> anyhow::Result<()> {
     require_root();
-    let rounds: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let rounds: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -55,10 +74,20 @@ fn main() -> anyhow::Result<()> {
     let reset = lab.upstream("reset", 8082, None)?;
     let fin = lab.upstream("fin", 8083, None)?;
     let refused = format!("{}:9", lab.up_addr);
-    println!("lab: client host {} → upstream host {}", lab.px_addr, lab.up_addr);
-    println!("     {} healthy, {} resets, {} closes early, {refused} refuses", ok.addr, reset.addr, fin.addr);
+    println!(
+        "lab: client host {} → upstream host {}",
+        lab.px_addr, lab.up_addr
+    );
+    println!(
+        "     {} healthy, {} resets, {} closes early, {refused} refuses",
+        ok.addr, reset.addr, fin.addr
+    );
     let tracer = TracerRun::start(&lab.dir, &["--comm", "curl", "--stats-interval", "5"])?;
-    println!("tracer running (pid {}), trace file {}\n", tracer.pid(), tracer.output.display());
+    println!(
+        "tracer running (pid {}), trace file {}\n",
+        tracer.pid(),
+        tracer.output.display()
+    );
 
     let mut file = std::fs::File::open(&tracer.output)?;
     file.seek(SeekFrom::End(0))?;
@@ -99,9 +128,16 @@ fn main() -> anyhow::Result<()> {
     let trace = std::env::temp_dir().join("tracer-demo.jsonl");
     std::fs::write(
         &trace,
-        recs.0.iter().map(|r| r.to_string() + "\n").collect::<String>(),
+        recs.0
+            .iter()
+            .map(|r| r.to_string() + "\n")
+            .collect::<String>(),
     )?;
-    println!("\ntrace kept in {} ({} records)", trace.display(), recs.0.len());
+    println!(
+        "\ntrace kept in {} ({} records)",
+        trace.display(),
+        recs.0.len()
+    );
     Ok(())
 }
 

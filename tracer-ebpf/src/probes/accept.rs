@@ -3,14 +3,11 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{
-    event::{Accepted, EventKind, ROLE_CLIENT},
-    maps::Counter,
-};
+use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT};
 
 use crate::{
-    kernel::{current_comm, fd_to_sk, is_tcp, off, read, sk_tuple, watched_current},
-    maps::{F_ESTABLISHED, FLOWS, SOCKS, SockInfo, count, emit, flow_key, now},
+    kernel::{current_comm, fd_to_sk, is_tcp, off, read, sk_tuple, sys_ret, watched_current},
+    maps::{F_ESTABLISHED, FLOWS, SockInfo, emit, flow_key, now, track},
 };
 
 /// Hook: tracepoint `syscalls:sys_exit_accept4`. Checked on 6.18.
@@ -30,9 +27,7 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
 /// No tracepoint sees an accepted socket together with its new owner, so the socket is found
 /// from the returned descriptor.
 fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    let offset = off!(tp_accept_exit_ret) as usize;
-    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
-    let ret: i64 = unsafe { ctx.read_at(offset)? };
+    let ret = sys_ret(ctx)?;
     if ret < 0 {
         return Ok(());
     }
@@ -49,8 +44,7 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let mut info = SockInfo::new(pid_tgid, comm, ts, ROLE_CLIENT, F_ESTABLISHED);
     // Filled in at the socket's first read or write, where a trusted pointer exists.
     info.cookie = read::<u64>(sk, off!(skc_cookie));
-    if SOCKS.insert(&sk, &info, 0).is_err() {
-        count(Counter::MapFull);
+    if !track(sk, &info) {
         return Ok(());
     }
     let tuple = sk_tuple(sk);

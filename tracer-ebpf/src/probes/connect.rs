@@ -12,8 +12,8 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{current_comm, fd_to_sk, off, sk_tuple, watched_current},
-    maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, now},
+    kernel::{current_comm, fd_to_sk, sk_tuple, sys_arg, sys_ret, watched_current},
+    maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, link_to_client, now},
 };
 
 const EINTR: i32 = 4;
@@ -43,9 +43,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
     if !watched_current(&comm) {
         return Ok(());
     }
-    let offset = off!(tp_connect_uservaddr) as usize;
-    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
-    let uaddr: u64 = unsafe { ctx.read_at(offset)? };
+    let uaddr = sys_arg(ctx, 1)?;
     // A sockaddr_in is only 16 bytes and may end at a page boundary, so read it on its own
     // first and the IPv6 part only for AF_INET6.
     // SAFETY: bpf_probe_read_user fails instead of faulting.
@@ -66,9 +64,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    let fd_offset = off!(tp_connect_fd) as usize;
-    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
-    let fd: u64 = unsafe { ctx.read_at(fd_offset)? };
+    let fd = sys_arg(ctx, 0)?;
     let pending = PendingConnect {
         start_ns: now(),
         sk: 0,
@@ -94,9 +90,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = CONNECTS.remove(&tid);
-    let offset = off!(tp_connect_exit_ret) as usize;
-    // SAFETY: the offset comes from this tracepoint's format file; the read is checked.
-    let ret: i64 = unsafe { ctx.read_at(offset)? };
+    let ret = sys_ret(ctx)?;
     let err = (-ret) as i32;
     let sk = pending.sk;
     // SAFETY: the reference lives only within this program run.
@@ -144,6 +138,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let ts = now();
     let mut info = SockInfo::new(pid_tgid, current_comm(), ts, ROLE_UPSTREAM, 0);
     info.start_ns = pending.start_ns;
+    link_to_client(&mut info);
     let payload = ConnectFailed {
         duration_ns: ts - pending.start_ns,
         errno: err,

@@ -8,16 +8,16 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::{
-    event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM},
-    maps::Counter,
-};
+use tracer_common::event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
 
 use crate::{
     kernel::{
         TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, sk_state, sk_tuple, watched_current,
     },
-    maps::{F_ESTABLISHED, FLOWS, SOCKS, SockInfo, count, emit, flow_key, now},
+    maps::{
+        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, READS, SOCKS, SockInfo, emit, flow_key,
+        link_to_client, now, track,
+    },
 };
 
 const MSG_PEEK: i32 = 2;
@@ -37,8 +37,16 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     };
     if info.role == ROLE_UPSTREAM {
         if info.req_start_ns == 0 {
-            info.req_start_ns = now();
+            let ts = now();
+            info.req_start_ns = ts;
             info.req_bytes = 0;
+            info.req_idle_ns = if info.requests > 0 {
+                ts.saturating_sub(info.last_rx_ns)
+            } else {
+                0
+            };
+            // A reused connection is linked to the request it now carries.
+            link_to_client(info);
         }
         info.req_bytes += ret as u64;
     }
@@ -59,27 +67,37 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     let Some(info) = watched_sock(skp) else {
         return 0;
     };
+    let sk = skp as u64;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if info.role == ROLE_CLIENT {
+        // The thread reads a request: what it opens or writes upstream next is for this client.
+        let client = ClientRef {
+            sk,
+            cookie: info.cookie,
+        };
+        let _ = LAST_CLIENT.insert(&(pid_tgid as u32), &client, 0);
+        return 0;
+    }
     if info.role != ROLE_UPSTREAM {
         return 0;
     }
     let ts = now();
     if info.req_start_ns != 0 {
         info.requests += 1;
-        let idle_ns = if info.requests > 1 && info.req_start_ns > info.last_rx_ns {
-            info.req_start_ns - info.last_rx_ns
-        } else {
-            0
-        };
         let payload = FirstByte {
             ttfb_ns: ts - info.req_start_ns,
             request_bytes: info.req_bytes,
-            idle_ns,
+            idle_ns: info.req_idle_ns,
             request_no: info.requests,
             _pad: 0,
         };
         info.req_start_ns = 0;
-        let sk = skp as u64;
         emit(EventKind::FirstByte, sk, info, &sk_tuple(sk), ts, payload);
+        // The read()/recvfrom() around us holds the status line: its exit hook reads it.
+        if let Some(r) = READS.get_ptr_mut(&(pid_tgid as u32)) {
+            // SAFETY: a valid map value pointer; only this thread uses its entry.
+            unsafe { (*r).want_sk = sk };
+        }
     }
     info.last_rx_ns = ts;
     0
@@ -125,8 +143,7 @@ fn adopt(skp: *const c_void) -> Option<()> {
         ROLE_CLIENT
     };
     let info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
-    if SOCKS.insert(&sk, &info, 0).is_err() {
-        count(Counter::MapFull);
+    if !track(sk, &info) {
         return None;
     }
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);

@@ -6,6 +6,7 @@ mod connect;
 mod drop;
 mod io;
 mod reset;
+mod response;
 mod retransmit;
 mod sockopt;
 mod state;

@@ -10,7 +10,7 @@ use tracer_common::{
 
 use crate::{
     kernel::{off, read, sk_state, sk_tuple},
-    maps::{F_RST_RX, SOCKS, emit, now},
+    maps::{F_RST_RX, SOCKS, emit, exchange, now},
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_receive_reset(struct sock *sk)`, from tcp_reset() before the
@@ -24,19 +24,19 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     // SAFETY: a valid map value pointer, used within this program run.
     let info = unsafe { &mut *p };
     info.flags |= F_RST_RX;
+    let ts = now();
     let payload = Reset {
         reason: 0,
         state: sk_state(sk),
-        awaiting_response: (info.req_start_ns != 0) as u8,
-        _pad: [0; 2],
-        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)),
+        _pad: [0; 3],
+        exchange: exchange(info, read::<u64>(sk, off!(tcp_bytes_received)), ts),
     };
     emit(
         EventKind::ResetReceived,
         sk,
         info,
         &sk_tuple(sk),
-        now(),
+        ts,
         payload,
     );
     0
@@ -60,20 +60,13 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     } else {
         0
     };
+    let ts = now();
     let payload = Reset {
         reason,
         state: sk_state(sk),
-        awaiting_response: (info.req_start_ns != 0) as u8,
-        _pad: [0; 2],
-        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)),
+        _pad: [0; 3],
+        exchange: exchange(info, read::<u64>(sk, off!(tcp_bytes_received)), ts),
     };
-    emit(
-        EventKind::ResetSent,
-        sk,
-        info,
-        &sk_tuple(sk),
-        now(),
-        payload,
-    );
+    emit(EventKind::ResetSent, sk, info, &sk_tuple(sk), ts, payload);
     0
 }

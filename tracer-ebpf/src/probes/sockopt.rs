@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kernel::{current_comm, fd_to_sk, off, watched_current},
+    kernel::{current_comm, fd_to_sk, sys_arg, sys_ret, watched_current},
     maps::{PendingSockopt, SOCKOPTS, SOCKS},
 };
 
@@ -23,12 +23,7 @@ pub fn sys_enter_getsockopt(ctx: TracePointContext) -> u32 {
 }
 
 fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let (level_off, name_off) = (
-        off!(tp_getsockopt_level) as usize,
-        off!(tp_getsockopt_optname) as usize,
-    );
-    // SAFETY: offsets from this tracepoint's format file; the reads are checked.
-    let (level, optname): (u64, u64) = unsafe { (ctx.read_at(level_off)?, ctx.read_at(name_off)?) };
+    let (level, optname) = (sys_arg(ctx, 1)?, sys_arg(ctx, 2)?);
     if level & 0xffff_ffff != SOL_SOCKET || optname & 0xffff_ffff != SO_ERROR {
         return Ok(());
     }
@@ -36,12 +31,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
     if !watched_current(&comm) {
         return Ok(());
     }
-    let (fd_off, val_off) = (
-        off!(tp_getsockopt_fd) as usize,
-        off!(tp_getsockopt_optval) as usize,
-    );
-    // SAFETY: as above.
-    let (fd, optval): (u64, u64) = unsafe { (ctx.read_at(fd_off)?, ctx.read_at(val_off)?) };
+    let (fd, optval) = (sys_arg(ctx, 0)?, sys_arg(ctx, 3)?);
     let tid = bpf_get_current_pid_tgid() as u32;
     let pending = PendingSockopt {
         optval,
@@ -65,9 +55,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = SOCKOPTS.remove(&tid);
-    let ret_off = off!(tp_getsockopt_exit_ret) as usize;
-    // SAFETY: offset from this tracepoint's format file; the read is checked.
-    let ret: i64 = unsafe { ctx.read_at(ret_off)? };
+    let ret = sys_ret(ctx)?;
     if ret != 0 {
         return Ok(());
     }

@@ -7,22 +7,19 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::{
-    event::{
-        ConnectFailed, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_TIMEOUT,
-        PeerClose, ROLE_UPSTREAM,
-    },
-    maps::Counter,
+use tracer_common::event::{
+    ConnectFailed, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_TIMEOUT,
+    PeerClose, ROLE_UPSTREAM,
 };
 
 use crate::{
     kernel::{
-        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT, current_comm, is_tcp, off, read,
-        sk_tuple, watched_current,
+        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_SENT, current_comm,
+        is_tcp, off, read, sk_tuple, watched_current,
     },
     maps::{
-        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, count, emit,
-        flow_key, now,
+        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, emit, exchange,
+        flow_key, link_to_client, now, track,
     },
 };
 
@@ -44,6 +41,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
         (TCP_SYN_SENT, TCP_ESTABLISHED) => on_established(skp as u64),
         (TCP_SYN_SENT, TCP_CLOSE) => on_connect_failed(skp as u64),
         (TCP_ESTABLISHED, TCP_CLOSE_WAIT) => on_peer_close(skp as u64),
+        (TCP_ESTABLISHED, TCP_FIN_WAIT1) => on_local_close(skp as u64),
         _ => {}
     }
     0
@@ -61,8 +59,8 @@ fn on_syn_sent(skp: *const c_void) {
     let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, 0);
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
     info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
-    if SOCKS.insert(&sk, &info, 0).is_err() {
-        count(Counter::MapFull);
+    link_to_client(&mut info);
+    if !track(sk, &info) {
         return;
     }
     if let Some(p) = CONNECTS.get_ptr_mut(&tid) {
@@ -147,18 +145,30 @@ fn on_peer_close(sk: u64) {
     let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
         return;
     };
+    let ts = now();
     // The kernel counts the FIN's sequence number in bytes_received; it carries no data.
+    let bytes = read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1);
     let payload = PeerClose {
-        bytes_received: read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1),
-        awaiting_response: (info.req_start_ns != 0) as u8,
-        _pad: [0; 7],
+        exchange: exchange(info, bytes, ts),
     };
-    emit(
-        EventKind::PeerClose,
-        sk,
-        info,
-        &sk_tuple(sk),
-        now(),
-        payload,
-    );
+    emit(EventKind::PeerClose, sk, info, &sk_tuple(sk), ts, payload);
+}
+
+/// The watched process closes an upstream connection first. Only reported while a response
+/// is outstanding: that is a proxy giving up (a read timeout), not a keep-alive close.
+#[inline(always)]
+fn on_local_close(sk: u64) {
+    // SAFETY: the reference lives only within this program run.
+    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+        return;
+    };
+    if info.role != ROLE_UPSTREAM || info.req_start_ns == 0 {
+        return;
+    }
+    let ts = now();
+    let bytes = read::<u64>(sk, off!(tcp_bytes_received));
+    let payload = PeerClose {
+        exchange: exchange(info, bytes, ts),
+    };
+    emit(EventKind::LocalClose, sk, info, &sk_tuple(sk), ts, payload);
 }

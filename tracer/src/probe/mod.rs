@@ -67,6 +67,8 @@ pub struct LoadOptions {
     pub pids: Vec<u32>,
     /// Ring buffer size in bytes.
     pub ring_bytes: u32,
+    /// HTTP statuses whose status lines are reported.
+    pub statuses: Vec<u16>,
 }
 
 /// The outcome of attaching one hook.
@@ -136,6 +138,9 @@ impl Probes {
         filter.n_comms = opts.comms.len() as u32;
         filter.n_pids = opts.pids.len() as u32;
         (filter.ephemeral_lo, filter.ephemeral_hi) = ephemeral_range();
+        for status in &opts.statuses {
+            filter.report_status(*status);
+        }
         let drop_reasons = btf.enum_values("skb_drop_reason").unwrap_or_default();
         for (name, value) in &drop_reasons {
             if NOT_LOSS
@@ -174,7 +179,14 @@ impl Probes {
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
-            let error = attach_one(&mut ebpf, hook, &aya_btf).err();
+            let error = match hook.kind {
+                HookKind::Tracepoint("syscalls", event) => {
+                    offsets::check_syscall(event, &resolved.offsets)
+                }
+                _ => Ok(()),
+            }
+            .and_then(|()| attach_one(&mut ebpf, hook, &aya_btf))
+            .err();
             if hook.required
                 && let Some(error) = &error
             {

@@ -17,9 +17,6 @@ pub enum OffsetError {
         path: &'static str,
         source: BtfError,
     },
-    /// A tracepoint format file could not be read or lacks a field.
-    #[error("tracepoint format: {0}")]
-    Format(#[from] FormatError),
 }
 
 /// A field that could not be found but that only part of the capture needs.
@@ -33,6 +30,59 @@ pub struct MissingField {
 pub struct Resolved {
     pub offsets: KernelOffsets,
     pub missing: Vec<MissingField>,
+}
+
+/// Arguments of the syscalls the programs read, in order; each must sit at
+/// `tp_sys_args + 8 * index` in its `sys_enter_*` record.
+pub const SYSCALL_ARGS: &[(&str, &[&str])] = &[
+    ("connect", &["fd", "uservaddr"]),
+    ("getsockopt", &["fd", "level", "optname", "optval"]),
+    ("write", &["fd", "buf"]),
+    ("writev", &["fd", "vec"]),
+    ("sendto", &["fd", "buff"]),
+    ("sendmsg", &["fd", "msg"]),
+    ("read", &["fd", "buf"]),
+    ("recvfrom", &["fd", "ubuf"]),
+];
+
+/// Where syscall arguments and return values sit in tracepoint records, from the format of
+/// `write` (every syscall tracepoint shares the layout; [`check_syscall`] verifies each).
+fn syscall_layout() -> Result<(u32, u32), FormatError> {
+    let enter = Format::load("syscalls", "sys_enter_write")?;
+    let exit = Format::load("syscalls", "sys_exit_write")?;
+    Ok((enter.field("fd")?.offset, exit.field("ret")?.offset))
+}
+
+/// Checks that a syscall tracepoint has the layout the programs assume, before attaching it.
+pub fn check_syscall(event: &str, offsets: &KernelOffsets) -> Result<(), String> {
+    let fmt = Format::load("syscalls", event).map_err(|e| e.to_string())?;
+    if let Some(name) = event.strip_prefix("sys_exit_") {
+        let ret = fmt.field("ret").map_err(|e| e.to_string())?;
+        if ret.offset != offsets.tp_sys_ret {
+            return Err(format!(
+                "{name}: ret at {} not {}",
+                ret.offset, offsets.tp_sys_ret
+            ));
+        }
+        return Ok(());
+    }
+    let name = event.strip_prefix("sys_enter_").unwrap_or(event);
+    let args = SYSCALL_ARGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
+        .unwrap_or(&[]);
+    for (i, arg) in args.iter().enumerate() {
+        let f = fmt.field(arg).map_err(|e| e.to_string())?;
+        let want = offsets.tp_sys_args + 8 * i as u32;
+        if f.offset != want || f.size != 8 {
+            return Err(format!(
+                "{event}: argument {arg} at offset {} size {}, expected {want} size 8",
+                f.offset, f.size
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Looks every field up. Fields of `struct sock` are required; the rest degrade one feature
@@ -61,7 +111,6 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.skc_daddr = required("sock", "__sk_common.skc_daddr")?;
     o.skc_rcv_saddr = required("sock", "__sk_common.skc_rcv_saddr")?;
     o.skc_dport = required("sock", "__sk_common.skc_dport")?;
-    o.skc_num = required("sock", "__sk_common.skc_num")?;
     o.inet_sport = required("inet_sock", "inet_sport")?;
     o.skc_family = required("sock", "__sk_common.skc_family")?;
     o.skc_state = required("sock", "__sk_common.skc_state")?;
@@ -94,70 +143,15 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     if btf.trace_arg_count("kfree_skb").unwrap_or(0) >= 4 {
         o.arg_kfree_skb_rx_sk = 3;
     }
-    let field = |cat: &str, name: &str, field: &str| -> Result<u32, FormatError> {
-        Ok(Format::load(cat, name)?.field(field)?.offset)
-    };
-    let connect_enter = field("syscalls", "sys_enter_connect", "uservaddr");
-    let connect_len = field("syscalls", "sys_enter_connect", "addrlen");
-    let connect_exit = field("syscalls", "sys_exit_connect", "ret");
-    let accept_exit = field("syscalls", "sys_exit_accept4", "ret");
-    let connect_fd = field("syscalls", "sys_enter_connect", "fd");
-    let gso_fd = field("syscalls", "sys_enter_getsockopt", "fd");
-    let gso_level = field("syscalls", "sys_enter_getsockopt", "level");
-    let gso_optname = field("syscalls", "sys_enter_getsockopt", "optname");
-    let gso_optval = field("syscalls", "sys_enter_getsockopt", "optval");
-    let gso_exit = field("syscalls", "sys_exit_getsockopt", "ret");
-    for (slot, res, what) in [
-        (&mut o.tp_connect_fd, connect_fd, "sys_enter_connect.fd"),
-        (&mut o.tp_getsockopt_fd, gso_fd, "sys_enter_getsockopt.fd"),
-        (
-            &mut o.tp_getsockopt_level,
-            gso_level,
-            "sys_enter_getsockopt.level",
-        ),
-        (
-            &mut o.tp_getsockopt_optname,
-            gso_optname,
-            "sys_enter_getsockopt.optname",
-        ),
-        (
-            &mut o.tp_getsockopt_optval,
-            gso_optval,
-            "sys_enter_getsockopt.optval",
-        ),
-        (
-            &mut o.tp_getsockopt_exit_ret,
-            gso_exit,
-            "sys_exit_getsockopt.ret",
-        ),
-        (
-            &mut o.tp_connect_uservaddr,
-            connect_enter,
-            "sys_enter_connect.uservaddr",
-        ),
-        (
-            &mut o.tp_connect_addrlen,
-            connect_len,
-            "sys_enter_connect.addrlen",
-        ),
-        (
-            &mut o.tp_connect_exit_ret,
-            connect_exit,
-            "sys_exit_connect.ret",
-        ),
-        (
-            &mut o.tp_accept_exit_ret,
-            accept_exit,
-            "sys_exit_accept4.ret",
-        ),
-    ] {
-        match res {
-            Ok(v) => *slot = v,
-            Err(e) => missing.push(MissingField {
-                field: what.to_string(),
-                error: e.to_string(),
-            }),
+    match syscall_layout() {
+        Ok((args, ret)) => {
+            o.tp_sys_args = args;
+            o.tp_sys_ret = ret;
         }
+        Err(e) => missing.push(MissingField {
+            field: "syscall tracepoint layout".into(),
+            error: e.to_string(),
+        }),
     }
     Ok(Resolved {
         offsets: o,
@@ -189,9 +183,14 @@ mod tests {
         assert_ne!(o.tcp_srtt_us, UNKNOWN);
         assert_ne!(o.skb_head, UNKNOWN);
         assert!(
-            r.missing.iter().all(|m| m.field.starts_with("sys_")),
+            r.missing.is_empty(),
             "unexpected missing fields: {:?}",
             r.missing
         );
+        assert_ne!(o.tp_sys_args, UNKNOWN);
+        for (name, _) in SYSCALL_ARGS {
+            check_syscall(&format!("sys_enter_{name}"), &o).unwrap();
+        }
+        check_syscall("sys_exit_connect", &o).unwrap();
     }
 }

@@ -1,0 +1,191 @@
+//! HTTP status lines: the one a watched proxy writes to a client (the response it answered)
+//! and the one it reads from an upstream (the response it was given). Only the first 12 bytes
+//! of a buffer are read, and only after the cheap tests passed: the writer owns watched
+//! sockets, the descriptor is a watched socket of the right role, the bytes are a status line.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::event::{
+    EventKind, ROLE_CLIENT, ROLE_UPSTREAM, Response, VIA_READ, VIA_RECVFROM, VIA_SENDMSG,
+    VIA_SENDTO, VIA_WRITE, VIA_WRITEV,
+};
+
+use crate::{
+    kernel::{fd_to_sk, reported_status, sk_tuple, sys_arg, sys_ret},
+    maps::{OWNERS, PendingRead, READS, SOCKS, emit, now},
+};
+
+/// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
+const MSGHDR_IOV: u64 = 16;
+
+/// Hook: tracepoint `syscalls:sys_enter_write`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    let _ = on_send(&ctx, VIA_WRITE);
+    0
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_writev` (nginx writes response headers with it).
+/// Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    let _ = on_send(&ctx, VIA_WRITEV);
+    0
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_sendto` (send() and HAProxy). Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let _ = on_send(&ctx, VIA_SENDTO);
+    0
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_sendmsg`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let _ = on_send(&ctx, VIA_SENDMSG);
+    0
+}
+
+#[inline(always)]
+fn owner_watched(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a lookup of a plain value.
+    unsafe { OWNERS.get(&tgid) }.is_some()
+}
+
+fn on_send(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !owner_watched(pid_tgid) {
+        return Ok(());
+    }
+    let fd = sys_arg(ctx, 0)?;
+    let arg = sys_arg(ctx, 1)?;
+    let sk = fd_to_sk(fd as u32);
+    // SAFETY: copied out at once.
+    let Some(mut info) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return Ok(());
+    };
+    if info.role != ROLE_CLIENT {
+        return Ok(());
+    }
+    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
+    let buf: u64 = unsafe {
+        match via {
+            VIA_WRITEV => bpf_probe_read_user(arg as *const u64)?,
+            VIA_SENDMSG => {
+                let iov: u64 = bpf_probe_read_user((arg + MSGHDR_IOV) as *const u64)?;
+                bpf_probe_read_user(iov as *const u64)?
+            }
+            _ => arg,
+        }
+    };
+    // SAFETY: as above.
+    let head: [u8; 12] = unsafe { bpf_probe_read_user(buf as *const [u8; 12])? };
+    let Some(status) = reported_status(&head) else {
+        return Ok(());
+    };
+    // The writer, not the acceptor, is the thread that answered.
+    info.tid = pid_tgid as u32;
+    let payload = Response {
+        status,
+        via,
+        _pad: [0; 5],
+    };
+    emit(
+        EventKind::Response,
+        sk,
+        &info,
+        &sk_tuple(sk),
+        now(),
+        payload,
+    );
+    Ok(())
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_read`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_read")]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    let _ = on_read_enter(&ctx);
+    0
+}
+
+/// Hook: tracepoint `syscalls:sys_enter_recvfrom` (recv(), used by nginx and HAProxy).
+/// Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_enter_recvfrom")]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    let _ = on_read_enter(&ctx);
+    0
+}
+
+fn on_read_enter(ctx: &TracePointContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !owner_watched(pid_tgid) {
+        return Ok(());
+    }
+    let pending = PendingRead {
+        buf: sys_arg(ctx, 1)?,
+        want_sk: 0,
+    };
+    READS
+        .insert(&(pid_tgid as u32), &pending, 0)
+        .map_err(|e| e as i32)
+}
+
+/// Hook: tracepoint `syscalls:sys_exit_read`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_exit_read")]
+pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
+    let _ = on_read_exit(&ctx, VIA_READ);
+    0
+}
+
+/// Hook: tracepoint `syscalls:sys_exit_recvfrom`. Checked on 6.18.
+#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    let _ = on_read_exit(&ctx, VIA_RECVFROM);
+    0
+}
+
+fn on_read_exit(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out at once.
+    let Some(pending) = (unsafe { READS.get(&tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = READS.remove(&tid);
+    // `want_sk` is set by sock_recv_length when this read returned an upstream's first
+    // response bytes.
+    if pending.want_sk == 0 || sys_ret(ctx)? < 12 {
+        return Ok(());
+    }
+    let sk = pending.want_sk;
+    // SAFETY: copied out at once.
+    let Some(info) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return Ok(());
+    };
+    if info.role != ROLE_UPSTREAM {
+        return Ok(());
+    }
+    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
+    let head: [u8; 12] = unsafe { bpf_probe_read_user(pending.buf as *const [u8; 12])? };
+    let Some(status) = reported_status(&head) else {
+        return Ok(());
+    };
+    let payload = Response {
+        status,
+        via,
+        _pad: [0; 5],
+    };
+    emit(
+        EventKind::UpstreamResponse,
+        sk,
+        &info,
+        &sk_tuple(sk),
+        now(),
+        payload,
+    );
+    Ok(())
+}
