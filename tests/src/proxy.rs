@@ -74,12 +74,19 @@ pub struct Proxy {
     pub kind: ProxyKind,
     /// `ip:port` it listens on.
     pub listen: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     /// Master process id.
     pub pid: u32,
 }
 
-fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route]) -> String {
+fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String {
     let dir = lab.dir.display();
+    let ssl = if tls {
+        format!(" ssl;\n    ssl_certificate {dir}/tls.crt;\n    ssl_certificate_key {dir}/tls.key")
+    } else {
+        String::new()
+    };
     let mut upstreams = String::new();
     let mut locations = String::new();
     for r in routes {
@@ -108,12 +115,17 @@ fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route]) -> String {
          http {{\n  access_log {dir}/nginx-access.log;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
            fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
            proxy_connect_timeout {CONNECT_TIMEOUT_S}s;\n  proxy_read_timeout {READ_TIMEOUT_S}s;\n  keepalive_timeout 60s;\n\
-         {upstreams}  server {{\n    listen {listen};\n    location = /health {{ return 200 \"ok\\n\"; }}\n{locations}  }}\n}}\n"
+         {upstreams}  server {{\n    listen {listen}{ssl};\n    location = /health {{ return 200 \"ok\\n\"; }}\n{locations}  }}\n}}\n"
     )
 }
 
-fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route]) -> String {
+fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String {
     let dir = lab.dir.display();
+    let ssl = if tls {
+        format!(" ssl crt {dir}/tls.pem")
+    } else {
+        String::new()
+    };
     let mut uses = String::new();
     let mut backends = String::new();
     for r in routes {
@@ -130,7 +142,7 @@ fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route]) -> String {
         "global\n  maxconn 2000\n  nbthread 2\n  pidfile {dir}/haproxy.pid\n\
          defaults\n  mode http\n  timeout connect {CONNECT_TIMEOUT_S}s\n  timeout client 30s\n  timeout server {READ_TIMEOUT_S}s\n  \
          timeout http-keep-alive 60s\n  option http-keep-alive\n\
-         frontend fe\n  bind {listen}\n  http-request return status 200 content-type text/plain string ok if {{ path /health }}\n\
+         frontend fe\n  bind {listen}{ssl}\n  http-request return status 200 content-type text/plain string ok if {{ path /health }}\n\
          {uses}{backends}"
     )
 }
@@ -144,6 +156,40 @@ impl Proxy {
         port: u16,
         routes: &[Route],
     ) -> anyhow::Result<Self> {
+        Self::start_with(lab, kind, port, routes, false)
+    }
+
+    /// Like [`Proxy::start`], serving HTTPS with a throw-away self-signed certificate when
+    /// `tls` is set.
+    pub fn start_with(
+        lab: &mut Lab,
+        kind: ProxyKind,
+        port: u16,
+        routes: &[Route],
+        tls: bool,
+    ) -> anyhow::Result<Self> {
+        if tls {
+            let (key, cert) = (lab.dir.join("tls.key"), lab.dir.join("tls.crt"));
+            crate::lab::sh(&[
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=tracer-lab",
+                "-keyout",
+                key.to_str().unwrap_or_default(),
+                "-out",
+                cert.to_str().unwrap_or_default(),
+            ])?;
+            let pem = std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?;
+            std::fs::write(lab.dir.join("tls.pem"), pem)?;
+        }
+        let scheme = if tls { "https" } else { "http" };
         // Clients reach the proxy over their own link, as they would in production.
         let listen = format!("{}:{port}", lab.px_front);
         let (conf_path, args): (_, Vec<String>) = match kind {
@@ -152,13 +198,13 @@ impl Proxy {
                     std::fs::create_dir_all(lab.dir.join(d))?;
                 }
                 let p = lab.dir.join("nginx.conf");
-                std::fs::write(&p, nginx_conf(lab, &listen, routes))?;
+                std::fs::write(&p, nginx_conf(lab, &listen, routes, tls))?;
                 let a = vec!["nginx".into(), "-c".into(), p.display().to_string()];
                 (p, a)
             }
             ProxyKind::Haproxy => {
                 let p = lab.dir.join("haproxy.cfg");
-                std::fs::write(&p, haproxy_conf(lab, &listen, routes))?;
+                std::fs::write(&p, haproxy_conf(lab, &listen, routes, tls))?;
                 let a = vec![
                     "haproxy".into(),
                     "-db".into(),
@@ -170,12 +216,12 @@ impl Proxy {
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let pid = lab.spawn(&lab.px.clone(), &argv)?;
-        let url = format!("http://{listen}/health");
+        let url = format!("{scheme}://{listen}/health");
         let up = wait_for(Duration::from_secs(10), || {
             let out = lab
                 .cmd(
                     &lab.cl,
-                    &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url],
+                    &["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", &url],
                 )
                 .stderr(Stdio::null())
                 .output()
@@ -189,18 +235,23 @@ impl Proxy {
                 conf_path.display()
             );
         }
-        Ok(Self { kind, listen, pid })
+        Ok(Self {
+            kind,
+            listen,
+            scheme,
+            pid,
+        })
     }
 
     /// Sends one request to `/NAME` from the client host and returns the status.
     pub fn get(&self, lab: &Lab, route: &str) -> anyhow::Result<u16> {
-        let url = format!("http://{}/{route}", self.listen);
+        let url = format!("{}://{}/{route}", self.scheme, self.listen);
         let out = lab
             .cmd(
                 &lab.cl,
                 &[
                     "curl",
-                    "-s",
+                    "-sk",
                     "-o",
                     "/dev/null",
                     "--max-time",

@@ -207,7 +207,8 @@ fn run(kind: ProxyKind, s: &Scenario, loaded: bool) -> anyhow::Result<Outcome> {
     let ok = lab.upstream("ok", PORT + 1, Some("64"))?;
     let routes = [route, Route::new("ok", &ok.addr)];
     let proxy = Proxy::start(&mut lab, kind, 8000, &routes)?;
-    let tracer = TracerRun::start(&lab.dir, &["--comm", kind.comm()])?;
+    // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
     let mut load = if loaded {
         Some(start_load(&lab, &proxy)?)
     } else {
@@ -333,6 +334,24 @@ fn check_proxy(kind: ProxyKind) {
                 ));
             }
             for v in &outcome.verdicts {
+                let directive = match kind {
+                    ProxyKind::Nginx => "keepalive_timeout",
+                    ProxyKind::Haproxy => "http-keep-alive",
+                };
+                if v["cause"] == "keepalive_race"
+                    && !v["advice"].as_str().unwrap_or_default().contains(directive)
+                {
+                    failures.push(format!(
+                        "{label}: keep-alive advice does not name {directive}: {}",
+                        v["advice"]
+                    ));
+                }
+                if v["cause"] == s.cause && v["matched_by"] != "link" && v["upstream"].is_null() {
+                    failures.push(format!(
+                        "{label}: verdict names no upstream: {}",
+                        v["summary"]
+                    ));
+                }
                 if v["cause"] != s.cause {
                     failures.push(format!(
                         "{label}: verdict {} (expected {}): {}",

@@ -198,6 +198,9 @@ pub const VIA_SENDTO: u8 = 3;
 pub const VIA_SENDMSG: u8 = 4;
 pub const VIA_READ: u8 = 5;
 pub const VIA_RECVFROM: u8 = 6;
+/// Written through OpenSSL's `SSL_write`: the plaintext status line, the client socket of the
+/// thread's next write.
+pub const VIA_TLS: u8 = 7;
 
 /// Payload of [`EventKind::Response`] and [`EventKind::UpstreamResponse`]: the status of an
 /// HTTP/1.x response. Nothing else of the payload is read.

@@ -18,6 +18,8 @@ pub const LAST_CLIENT: &str = "LAST_CLIENT";
 pub const OWNERS: &str = "OWNERS";
 /// Read buffers of read()/recvfrom() calls in flight on upstream sockets, keyed by thread id.
 pub const READS: &str = "READS";
+/// Status lines passed to `SSL_write`, waiting for the thread's next write to a client socket.
+pub const TLS_STATUS: &str = "TLS_STATUS";
 /// Process ids chosen with `--pid`.
 pub const PIDS: &str = "PIDS";
 

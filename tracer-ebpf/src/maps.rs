@@ -122,6 +122,9 @@ pub static OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OWNERS_ENT
 #[map(name = "READS")]
 pub static READS: LruHashMap<u32, PendingRead> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
+#[map(name = "TLS_STATUS")]
+pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+
 #[map(name = "PIDS")]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
 

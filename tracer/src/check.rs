@@ -65,15 +65,11 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
     let mut ok = true;
     for h in &probes.hooks {
         match &h.error {
-            None => println!("hook {}: attached", h.hook.display()),
+            None => println!("hook {}: attached", h.name),
             Some(e) => {
-                ok &= !h.hook.required;
+                ok &= !h.required;
                 let first = e.lines().next().unwrap_or_default();
-                println!(
-                    "hook {}: FAILED ({}: {first})",
-                    h.hook.display(),
-                    h.hook.feature
-                );
+                println!("hook {}: FAILED ({}: {first})", h.name, h.feature);
             }
         }
     }

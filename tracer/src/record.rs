@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use tracer_common::event::{
     Exchange, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_SYSCALL, FAIL_TIMEOUT, ROLE_CLIENT,
-    ROLE_UPSTREAM, VIA_READ, VIA_RECVFROM, VIA_SENDMSG, VIA_SENDTO, VIA_WRITE, VIA_WRITEV,
+    ROLE_UPSTREAM, VIA_READ, VIA_RECVFROM, VIA_SENDMSG, VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
 };
 
 use crate::{
@@ -74,6 +74,7 @@ fn via_name(via: u8) -> &'static str {
         VIA_SENDMSG => "sendmsg",
         VIA_READ => "read",
         VIA_RECVFROM => "recvfrom",
+        VIA_TLS => "tls",
         _ => "other",
     }
 }

@@ -65,9 +65,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .iter()
         .map(|h| {
             json!({
-                "hook": h.hook.display(),
+                "hook": h.name,
                 "attached": h.error.is_none(),
-                "feature": h.hook.feature,
+                "feature": h.feature,
                 "error": h.error,
             })
         })
@@ -75,8 +75,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for h in probes.hooks.iter().filter(|h| h.error.is_some()) {
         log::warn!(
             "hook {} did not attach, so {} is missing: {}",
-            h.hook.display(),
-            h.hook.feature,
+            h.name,
+            h.feature,
             h.error.as_deref().unwrap_or_default()
         );
     }

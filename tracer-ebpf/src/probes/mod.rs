@@ -10,3 +10,4 @@ mod response;
 mod retransmit;
 mod sockopt;
 mod state;
+mod tls;

@@ -10,12 +10,12 @@ use aya_ebpf::{
 };
 use tracer_common::event::{
     EventKind, ROLE_CLIENT, ROLE_UPSTREAM, Response, VIA_READ, VIA_RECVFROM, VIA_SENDMSG,
-    VIA_SENDTO, VIA_WRITE, VIA_WRITEV,
+    VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
 };
 
 use crate::{
     kernel::{fd_to_sk, reported_status, sk_tuple, sys_arg, sys_ret},
-    maps::{OWNERS, PendingRead, READS, SOCKS, emit, now},
+    maps::{OWNERS, PendingRead, READS, SOCKS, TLS_STATUS, emit, now},
 };
 
 /// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
@@ -51,7 +51,7 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn owner_watched(pid_tgid: u64) -> bool {
+pub(crate) fn owner_watched(pid_tgid: u64) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: a lookup of a plain value.
     unsafe { OWNERS.get(&tgid) }.is_some()
@@ -70,6 +70,27 @@ fn on_send(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
         return Ok(());
     };
     if info.role != ROLE_CLIENT {
+        return Ok(());
+    }
+    let tid = pid_tgid as u32;
+    // A status line handed to SSL_write by this thread leaves in this (encrypted) write.
+    // SAFETY: copied out at once.
+    if let Some(status) = (unsafe { TLS_STATUS.get(&tid) }).copied() {
+        let _ = TLS_STATUS.remove(&tid);
+        info.tid = tid;
+        let payload = Response {
+            status,
+            via: VIA_TLS,
+            _pad: [0; 5],
+        };
+        emit(
+            EventKind::Response,
+            sk,
+            &info,
+            &sk_tuple(sk),
+            now(),
+            payload,
+        );
         return Ok(());
     }
     // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.

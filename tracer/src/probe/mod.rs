@@ -4,12 +4,13 @@
 pub mod attach;
 pub mod btf;
 pub mod offsets;
+pub mod tls;
 pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
@@ -74,7 +75,11 @@ pub struct LoadOptions {
 /// The outcome of attaching one hook.
 #[derive(Debug, Clone)]
 pub struct HookStatus {
-    pub hook: Hook,
+    /// The hook as shown to users, e.g. `tp_btf/tcp_receive_reset`.
+    pub name: String,
+    /// What the capture loses without it.
+    pub feature: &'static str,
+    pub required: bool,
     /// `None` when attached.
     pub error: Option<String>,
 }
@@ -195,8 +200,14 @@ impl Probes {
                     error: error.clone(),
                 });
             }
-            hooks.push(HookStatus { hook: *hook, error });
+            hooks.push(HookStatus {
+                name: hook.display(),
+                feature: hook.feature,
+                required: hook.required,
+                error,
+            });
         }
+        hooks.extend(attach_tls(&mut ebpf, opts));
         let counters = ebpf
             .take_map(names::COUNTERS)
             .ok_or(ProbeError::Missing("COUNTERS map"))?;
@@ -248,6 +259,44 @@ impl Probes {
             map_full: sum(Counter::MapFull)?,
         })
     }
+}
+
+/// Attaches the `SSL_write` probe to every libssl the watched proxies use.
+fn attach_tls(ebpf: &mut Ebpf, opts: &LoadOptions) -> Vec<HookStatus> {
+    const FEATURE: &str = "response status lines of HTTPS front ends (OpenSSL SSL_write)";
+    let paths = tls::libssl_paths(&opts.comms, &opts.pids);
+    let status = |name: String, error: Option<String>| HookStatus {
+        name,
+        feature: FEATURE,
+        required: false,
+        error,
+    };
+    let prog: Result<&mut UProbe, String> = ebpf
+        .program_mut("ssl_write")
+        .ok_or_else(|| "program ssl_write is not in the eBPF object".to_string())
+        .and_then(|p| p.try_into().map_err(|e| format!("{e}")));
+    let prog = match prog.and_then(|p| p.load().map(|()| p).map_err(|e| verifier_error(&e))) {
+        Ok(p) => p,
+        Err(e) => return vec![status("uprobe/libssl:SSL_write".into(), Some(e))],
+    };
+    if paths.is_empty() {
+        return vec![status(
+            "uprobe/libssl:SSL_write".into(),
+            Some("no libssl found in the watched processes or the usual places".into()),
+        )];
+    }
+    let mut out = Vec::new();
+    for path in &paths {
+        for symbol in ["SSL_write", "SSL_write_ex"] {
+            let error = prog
+                .attach(symbol, path, UProbeScope::AllProcesses)
+                .map(|_| ())
+                .map_err(|e| format!("{e}"))
+                .err();
+            out.push(status(format!("uprobe/{}:{symbol}", path.display()), error));
+        }
+    }
+    out
 }
 
 fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {

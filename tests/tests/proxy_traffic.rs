@@ -1,0 +1,185 @@
+//! Real proxies under healthy traffic, and nginx's silent retry of a failed reused connection.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+};
+
+use tracer_tests::{
+    Lab, TracerRun,
+    proxy::{Proxy, ProxyKind, Route},
+    require_root,
+};
+
+fn healthy(kind: ProxyKind) -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new(&format!("{}ok", &kind.comm()[..2]))?;
+    let ok = lab.upstream("ok", 8091, Some("256"))?;
+    let pooled = lab.upstream("ok", 8092, Some("256"))?;
+    let routes = [
+        Route::new("ok", &ok.addr),
+        Route::new("pooled", &pooled.addr).keepalive(),
+    ];
+    let proxy = Proxy::start(&mut lab, kind, 8000, &routes)?;
+    // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
+    let script = lab.dir.join("load.py");
+    let mut loads = Vec::new();
+    for route in ["ok", "pooled"] {
+        let url = format!("http://{}/{route}", proxy.listen);
+        let mut child = lab
+            .cmd(
+                &lab.cl,
+                &[
+                    "python3",
+                    script.to_str().unwrap_or_default(),
+                    &url,
+                    "3",
+                    "20",
+                    "4",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        loads.push((child, out));
+    }
+    let mut total = 0u64;
+    for (mut child, mut out) in loads {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        child.wait()?;
+        let counts: serde_json::Value = serde_json::from_str(line.trim())?;
+        let ok = counts["200"].as_u64().unwrap_or(0);
+        let all: u64 = counts
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, n)| n.as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(ok, all, "healthy load got errors: {counts}");
+        total += all;
+    }
+    assert!(total >= 400, "only {total} requests");
+    let recs = tracer.stop()?;
+    assert_eq!(
+        recs.of_type("verdict").count(),
+        0,
+        "verdicts on healthy traffic:\n{}",
+        recs.dump()
+    );
+    assert_eq!(recs.of_type("response").count(), 0);
+    assert_eq!(recs.of_type("retried").count(), 0);
+    // The tracer was watching: it saw the proxy's upstream connections and their first bytes.
+    let connects = recs
+        .of_type("connect")
+        .filter(|r| r["comm"] == kind.comm())
+        .count();
+    let ttfb = recs
+        .of_type("ttfb")
+        .filter(|r| r["comm"] == kind.comm())
+        .count();
+    assert!(
+        connects > 0 && ttfb as u64 >= total / 2,
+        "connects {connects}, ttfb {ttfb}, requests {total}"
+    );
+    let stats = recs.final_stats().expect("stats");
+    assert_eq!(stats["lost"], 0, "{stats}");
+    println!(
+        "{}: {total} healthy requests, {connects} upstream connects, {ttfb} ttfb, 0 verdicts",
+        kind.comm()
+    );
+    Ok(())
+}
+
+#[test]
+fn nginx_healthy_traffic_produces_no_verdict() -> anyhow::Result<()> {
+    healthy(ProxyKind::Nginx)
+}
+
+#[test]
+fn haproxy_healthy_traffic_produces_no_verdict() -> anyhow::Result<()> {
+    healthy(ProxyKind::Haproxy)
+}
+
+#[test]
+fn nginx_silent_retry_of_a_reused_connection_is_reported() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ngretry")?;
+    // Every reused connection is reset; nginx's default proxy_next_upstream retries it.
+    let up = lab.upstream("race", 8093, None)?;
+    let routes = [Route::new("race", &up.addr).keepalive().retry()];
+    let proxy = Proxy::start(&mut lab, ProxyKind::Nginx, 8000, &routes)?;
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(proxy.get(&lab, "race")?);
+    }
+    let recs = tracer.stop()?;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "the client saw {statuses:?}"
+    );
+    assert_eq!(recs.of_type("verdict").count(), 0, "{}", recs.dump());
+    let retried: Vec<_> = recs.of_type("retried").collect();
+    assert!(!retried.is_empty(), "no retried record:\n{}", recs.dump());
+    for r in &retried {
+        assert_eq!(r["cause"], "keepalive_race");
+        assert_eq!(r["upstream"], up.addr.as_str());
+        assert_eq!(r["comm"], "nginx");
+    }
+    println!(
+        "{} retried records for {} requests",
+        retried.len(),
+        statuses.len()
+    );
+    Ok(())
+}
+
+fn https(kind: ProxyKind) -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new(&format!("{}tls", &kind.comm()[..2]))?;
+    let refused = format!("{}:9", lab.up_addr);
+    let reset = lab.upstream("rstnow", 8094, None)?;
+    let routes = [
+        Route::new("refused", &refused),
+        Route::new("reset", &reset.addr),
+    ];
+    let proxy = Proxy::start_with(&mut lab, kind, 8443, &routes, true)?;
+    // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
+    let a = proxy.get(&lab, "refused")?;
+    let b = proxy.get(&lab, "reset")?;
+    let recs = tracer.stop()?;
+    assert!((502..=504).contains(&a) && b == 502, "statuses {a} {b}");
+    let responses: Vec<_> = recs.of_type("response").collect();
+    assert_eq!(responses.len(), 2, "{}", recs.dump());
+    assert!(
+        responses.iter().all(|r| r["via"] == "tls"),
+        "{}",
+        recs.dump()
+    );
+    let causes: Vec<_> = recs
+        .of_type("verdict")
+        .map(|v| v["cause"].clone())
+        .collect();
+    assert_eq!(
+        causes,
+        vec!["connect_refused", "upstream_reset"],
+        "{}",
+        recs.dump()
+    );
+    Ok(())
+}
+
+#[test]
+fn nginx_https_gateway_errors_get_verdicts() -> anyhow::Result<()> {
+    https(ProxyKind::Nginx)
+}
+
+#[test]
+fn haproxy_https_gateway_errors_get_verdicts() -> anyhow::Result<()> {
+    https(ProxyKind::Haproxy)
+}

@@ -1,0 +1,37 @@
+//! HTTPS front ends: the plaintext a watched proxy hands to OpenSSL.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+
+use super::response::owner_watched;
+use crate::{kernel::reported_status, maps::TLS_STATUS};
+
+/// Hook: uprobe on `SSL_write(SSL *ssl, const void *buf, int num)` and
+/// `SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)` in the libssl the
+/// proxy has mapped (OpenSSL 3 on Debian). The status is kept per thread and reported with the
+/// client socket of the thread's next write, which carries the encrypted record: SSL_write
+/// itself does not say which socket it writes to. Checked on 6.18 with OpenSSL 3.0.
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    let _ = try_ssl_write(&ctx);
+    0
+}
+
+fn try_ssl_write(ctx: &ProbeContext) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !owner_watched(pid_tgid) {
+        return Ok(());
+    }
+    let buf: u64 = ctx.arg(1).ok_or(0)?;
+    // SAFETY: bpf_probe_read_user fails instead of faulting.
+    let head: [u8; 12] = unsafe { bpf_probe_read_user(buf as *const [u8; 12])? };
+    if let Some(status) = reported_status(&head) {
+        TLS_STATUS
+            .insert(&(pid_tgid as u32), &status, 0)
+            .map_err(|e| e as i32)?;
+    }
+    Ok(())
+}
