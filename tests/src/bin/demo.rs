@@ -1,122 +1,115 @@
-//! `cargo xtask demo`: a self-contained lab in network namespaces where upstream connections
-//! succeed, get refused, get reset and get closed early, with the tracer watching and its
-//! records printed as they arrive. Everything is removed at exit, also on Ctrl-C.
+//! `cargo xtask demo`: real nginx in network namespaces in front of upstreams that fail on
+//! purpose, client traffic through it, and the tracer explaining every 502/503/504 as it
+//! happens. Everything is removed at exit, also on Ctrl-C; the trace file stays.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Seek, SeekFrom},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, TracerRun, require_root};
+use tracer_tests::{
+    Lab, TracerRun,
+    proxy::{Proxy, ProxyKind, Route},
+    require_root,
+};
 
-fn line_for(r: &Value) -> Option<String> {
-    let t = r["type"].as_str()?;
-    let who = format!("{}[{}]", r["comm"].as_str().unwrap_or("?"), r["pid"]);
-    let to = r["raddr"].as_str().unwrap_or("?");
-    Some(match t {
-        "connect" => format!("{who} connected to {to} in {} µs", r["latency_us"]),
-        "connect_error" => format!(
-            "{who} could not connect to {to}: {} ({}, {} µs)",
-            r["error"].as_str().unwrap_or("?"),
-            r["cause"].as_str().unwrap_or("?"),
-            r["duration_us"]
-        ),
-        "reset_received" => format!(
-            "{who} got a reset from {to} in {}",
-            r["state"].as_str().unwrap_or("?")
-        ),
-        "reset_sent" => format!("{who} reset {to} ({})", r["reason"].as_str().unwrap_or("?")),
-        "peer_close" => format!(
-            "{who}: {to} closed the connection{}",
-            if r["awaiting_response"] == true {
-                " before answering"
-            } else {
-                ""
-            }
-        ),
-        "ttfb" => format!(
-            "{who}: first response byte from {to} after {} µs",
-            r["ttfb_us"]
-        ),
-        "retransmit" => format!(
-            "{who} retransmitted to {to} ({})",
-            r["state"].as_str().unwrap_or("?")
-        ),
-        "drop" => format!(
-            "kernel dropped a packet of {who} ↔ {to}: {}",
-            r["reason"].as_str().unwrap_or("?")
-        ),
-        "stats" => format!("stats: {} events, {} lost", r["events"], r["lost"]),
-        _ => return None,
-    })
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
 }
+
+/// What each route does, in the order the demo visits them.
+const PLAN: &[(&str, &str)] = &[
+    ("ok", "a healthy upstream"),
+    ("refused", "nothing listens on the upstream port"),
+    ("reset", "the upstream resets the connection"),
+    ("fin", "the upstream closes without answering"),
+    ("race", "the upstream closes reused keep-alive connections"),
+    ("slow", "the upstream is slower than proxy_read_timeout"),
+    ("relay", "the upstream answers 502 itself"),
+];
 
 fn main() -> anyhow::Result<()> {
     require_root();
     let rounds: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(3);
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-        STOP.store(Arc::into_raw(stop) as usize, Ordering::SeqCst);
-    }
+        .unwrap_or(2);
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+
     let mut lab = Lab::new("demo")?;
-    let ok = lab.upstream("ok", 8080, Some("512"))?;
-    let reset = lab.upstream("reset", 8082, None)?;
-    let fin = lab.upstream("fin", 8083, None)?;
     let refused = format!("{}:9", lab.up_addr);
+    let ok = lab.upstream("ok", 8080, Some("512"))?;
+    let reset = lab.upstream("rstnow", 8081, None)?;
+    let fin = lab.upstream("fin", 8082, None)?;
+    let race = lab.upstream("race", 8083, None)?;
+    let slow = lab.upstream("slow", 8084, Some("5"))?;
+    let relay = lab.upstream("status502", 8085, None)?;
+    let routes = [
+        Route::new("ok", &ok.addr),
+        Route::new("refused", &refused),
+        Route::new("reset", &reset.addr),
+        Route::new("fin", &fin.addr),
+        Route::new("race", &race.addr).keepalive(),
+        Route::new("slow", &slow.addr),
+        Route::new("relay", &relay.addr),
+    ];
+    let proxy = Proxy::start(&mut lab, ProxyKind::Nginx, 8000, &routes)?;
     println!(
-        "lab: client host {} → upstream host {}",
-        lab.px_addr, lab.up_addr
+        "lab: client {} → nginx {} → upstreams on {}",
+        lab.cl_addr, proxy.listen, lab.up_addr
     );
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
     println!(
-        "     {} healthy, {} resets, {} closes early, {refused} refuses",
-        ok.addr, reset.addr, fin.addr
-    );
-    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl", "--stats-interval", "5"])?;
-    println!(
-        "tracer running (pid {}), trace file {}\n",
-        tracer.pid(),
+        "tracer watching nginx[{}]; trace file {}\n",
+        proxy.pid,
         tracer.output.display()
     );
 
     let mut file = std::fs::File::open(&tracer.output)?;
     file.seek(SeekFrom::End(0))?;
     let mut reader = BufReader::new(file);
-    let print_new = |reader: &mut BufReader<std::fs::File>| {
+    let mut causes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut print_new = |reader: &mut BufReader<std::fs::File>| {
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && let Some(text) = line_for(&v)
-            {
-                println!("  {text}");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                match v["type"].as_str() {
+                    Some("verdict") => {
+                        *causes
+                            .entry(v["cause"].as_str().unwrap_or("?").into())
+                            .or_default() += 1;
+                        println!(
+                            "    verdict {:<17} {}",
+                            v["cause"].as_str().unwrap_or("?"),
+                            v["summary"].as_str().unwrap_or("")
+                        );
+                        if let Some(a) = v["advice"].as_str() {
+                            println!("            advice: {a}");
+                        }
+                    }
+                    Some("retried") => {
+                        println!("    retried: {}", v["summary"].as_str().unwrap_or(""))
+                    }
+                    _ => {}
+                }
             }
             line.clear();
         }
     };
-    let targets = [
-        ("healthy", ok.addr.clone()),
-        ("refused", refused.clone()),
-        ("reset", reset.addr.clone()),
-        ("closed early", fin.addr.clone()),
-    ];
     'outer: for round in 1..=rounds {
-        for (what, addr) in &targets {
-            if stop.load(Ordering::SeqCst) {
+        for (route, what) in PLAN {
+            if STOP.load(Ordering::SeqCst) {
                 break 'outer;
             }
-            println!("round {round}: curl http://{addr}/ ({what})");
-            lab.curl(&["--max-time", "3", &format!("http://{addr}/")])?;
-            let until = Instant::now() + Duration::from_millis(300);
+            let status = proxy.get(&lab, route)?;
+            println!("round {round}: GET /{route:<8} → {status}   ({what})");
+            let until = Instant::now() + Duration::from_millis(250);
             while Instant::now() < until {
                 print_new(&mut reader);
                 std::thread::sleep(Duration::from_millis(50));
@@ -126,27 +119,13 @@ fn main() -> anyhow::Result<()> {
     let recs = tracer.stop()?;
     print_new(&mut reader);
     let trace = std::env::temp_dir().join("tracer-demo.jsonl");
-    std::fs::write(
-        &trace,
-        recs.0
-            .iter()
-            .map(|r| r.to_string() + "\n")
-            .collect::<String>(),
-    )?;
+    let text: String = recs.0.iter().map(|r| r.to_string() + "\n").collect();
+    std::fs::write(&trace, text)?;
+    println!("\nverdicts by cause: {causes:?}");
     println!(
-        "\ntrace kept in {} ({} records)",
+        "trace kept in {} ({} records)",
         trace.display(),
         recs.0.len()
     );
     Ok(())
-}
-
-static STOP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    let p = STOP.load(Ordering::SeqCst) as *const AtomicBool;
-    if !p.is_null() {
-        // SAFETY: the pointer came from Arc::into_raw and is never freed.
-        unsafe { (*p).store(true, Ordering::SeqCst) };
-    }
 }
