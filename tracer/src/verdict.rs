@@ -89,7 +89,7 @@ pub fn verdict_record(v: &Verdict, ctx: &RecordContext) -> Value {
     Value::Object(m)
 }
 
-fn failure<'a>(v: &'a Verdict) -> Option<&'a Event> {
+fn failure(v: &Verdict) -> Option<&Event> {
     v.evidence.iter().rev().find(|e| {
         matches!(
             e.payload,
