@@ -131,10 +131,29 @@ impl Lab {
 
     /// Starts a process inside a namespace; it is killed when the lab drops.
     pub fn spawn(&mut self, ns: &str, args: &[&str]) -> anyhow::Result<u32> {
+        self.spawn_to(ns, args, None)
+    }
+
+    /// Like [`Lab::spawn`], with standard output appended to a file.
+    pub fn spawn_to(
+        &mut self,
+        ns: &str,
+        args: &[&str],
+        stdout: Option<&std::path::Path>,
+    ) -> anyhow::Result<u32> {
+        let out = match stdout {
+            Some(p) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => Stdio::null(),
+        };
         let child = self
             .cmd(ns, args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {args:?} in {ns}"))?;

@@ -64,6 +64,17 @@ impl Route {
     }
 }
 
+/// How clients talk to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTPS (HTTP/1.1 over TLS).
+    Tls,
+    /// HTTP/2 over TLS: status lines are binary frames the kernel capture cannot read.
+    Http2,
+}
+
 /// Timeouts short enough for tests, the same for both proxies.
 pub const CONNECT_TIMEOUT_S: u32 = 1;
 /// How long a proxy waits for a response.
@@ -76,14 +87,21 @@ pub struct Proxy {
     pub listen: String,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// Whether requests use HTTP/2.
+    pub http2: bool,
+    /// Where the proxy's access log is written.
+    pub access_log: std::path::PathBuf,
     /// Master process id.
     pub pid: u32,
 }
 
-fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String {
+fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool, http2: bool) -> String {
     let dir = lab.dir.display();
+    let h2 = if http2 { " http2" } else { "" };
     let ssl = if tls {
-        format!(" ssl;\n    ssl_certificate {dir}/tls.crt;\n    ssl_certificate_key {dir}/tls.key")
+        format!(
+            " ssl{h2};\n    ssl_certificate {dir}/tls.crt;\n    ssl_certificate_key {dir}/tls.key"
+        )
     } else {
         String::new()
     };
@@ -119,10 +137,11 @@ fn nginx_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String {
     )
 }
 
-fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String {
+fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool, http2: bool) -> String {
     let dir = lab.dir.display();
     let ssl = if tls {
-        format!(" ssl crt {dir}/tls.pem")
+        let alpn = if http2 { " alpn h2,http/1.1" } else { "" };
+        format!(" ssl crt {dir}/tls.pem{alpn}")
     } else {
         String::new()
     };
@@ -139,8 +158,8 @@ fn haproxy_conf(lab: &Lab, listen: &str, routes: &[Route], tls: bool) -> String 
         );
     }
     format!(
-        "global\n  maxconn 2000\n  nbthread 2\n  pidfile {dir}/haproxy.pid\n\
-         defaults\n  mode http\n  timeout connect {CONNECT_TIMEOUT_S}s\n  timeout client 30s\n  timeout server {READ_TIMEOUT_S}s\n  \
+        "global\n  maxconn 2000\n  nbthread 2\n  pidfile {dir}/haproxy.pid\n  log stdout format raw local0\n\
+         defaults\n  mode http\n  log global\n  option httplog\n  timeout connect {CONNECT_TIMEOUT_S}s\n  timeout client 30s\n  timeout server {READ_TIMEOUT_S}s\n  \
          timeout http-keep-alive 60s\n  option http-keep-alive\n\
          frontend fe\n  bind {listen}{ssl}\n  http-request return status 200 content-type text/plain string ok if {{ path /health }}\n\
          {uses}{backends}"
@@ -156,7 +175,7 @@ impl Proxy {
         port: u16,
         routes: &[Route],
     ) -> anyhow::Result<Self> {
-        Self::start_with(lab, kind, port, routes, false)
+        Self::start_with(lab, kind, port, routes, Front::Plain)
     }
 
     /// Like [`Proxy::start`], serving HTTPS with a throw-away self-signed certificate when
@@ -166,8 +185,10 @@ impl Proxy {
         kind: ProxyKind,
         port: u16,
         routes: &[Route],
-        tls: bool,
+        front: Front,
     ) -> anyhow::Result<Self> {
+        let tls = front != Front::Plain;
+        let http2 = front == Front::Http2;
         if tls {
             let (key, cert) = (lab.dir.join("tls.key"), lab.dir.join("tls.crt"));
             crate::lab::sh(&[
@@ -198,13 +219,13 @@ impl Proxy {
                     std::fs::create_dir_all(lab.dir.join(d))?;
                 }
                 let p = lab.dir.join("nginx.conf");
-                std::fs::write(&p, nginx_conf(lab, &listen, routes, tls))?;
+                std::fs::write(&p, nginx_conf(lab, &listen, routes, tls, http2))?;
                 let a = vec!["nginx".into(), "-c".into(), p.display().to_string()];
                 (p, a)
             }
             ProxyKind::Haproxy => {
                 let p = lab.dir.join("haproxy.cfg");
-                std::fs::write(&p, haproxy_conf(lab, &listen, routes, tls))?;
+                std::fs::write(&p, haproxy_conf(lab, &listen, routes, tls, http2))?;
                 let a = vec![
                     "haproxy".into(),
                     "-db".into(),
@@ -215,7 +236,13 @@ impl Proxy {
             }
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let pid = lab.spawn(&lab.px.clone(), &argv)?;
+        // nginx writes its access log itself; HAProxy logs to stdout (`log stdout`).
+        let access_log = match kind {
+            ProxyKind::Nginx => lab.dir.join("nginx-access.log"),
+            ProxyKind::Haproxy => lab.dir.join("haproxy.log"),
+        };
+        let stdout = (kind == ProxyKind::Haproxy).then_some(access_log.as_path());
+        let pid = lab.spawn_to(&lab.px.clone(), &argv, stdout)?;
         let url = format!("{scheme}://{listen}/health");
         let up = wait_for(Duration::from_secs(10), || {
             let out = lab
@@ -239,6 +266,8 @@ impl Proxy {
             kind,
             listen,
             scheme,
+            http2,
+            access_log,
             pid,
         })
     }
@@ -252,6 +281,7 @@ impl Proxy {
                 &[
                     "curl",
                     "-sk",
+                    if self.http2 { "--http2" } else { "--http1.1" },
                     "-o",
                     "/dev/null",
                     "--max-time",

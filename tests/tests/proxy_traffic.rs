@@ -7,7 +7,7 @@ use std::{
 
 use tracer_tests::{
     Lab, TracerRun,
-    proxy::{Proxy, ProxyKind, Route},
+    proxy::{Front, Proxy, ProxyKind, Route},
     require_root,
 };
 
@@ -147,7 +147,7 @@ fn https(kind: ProxyKind) -> anyhow::Result<()> {
         Route::new("refused", &refused),
         Route::new("reset", &reset.addr),
     ];
-    let proxy = Proxy::start_with(&mut lab, kind, 8443, &routes, true)?;
+    let proxy = Proxy::start_with(&mut lab, kind, 8443, &routes, Front::Tls)?;
     // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
     let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
     let a = proxy.get(&lab, "refused")?;

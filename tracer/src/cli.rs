@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::source::accesslog::LogSpec;
+
 /// Proxies watched when neither --comm nor --pid is given.
 pub const DEFAULT_COMMS: &[&str] = &[
     "nginx", "haproxy", "envoy", "caddy", "traefik", "apache2", "httpd",
@@ -65,6 +67,10 @@ pub struct RunArgs {
     /// HTTP statuses that get a verdict, comma separated.
     #[arg(long, value_name = "LIST", default_value = "502,503,504", value_parser = parse_statuses)]
     pub status: Statuses,
+    /// Also read responses from an access log: PATH[:FORMAT], FORMAT being nginx (default),
+    /// haproxy or envoy. Repeatable. Rotation (rename or copytruncate) is followed.
+    #[arg(long = "access-log", value_name = "PATH[:FORMAT]", value_parser = LogSpec::parse)]
+    pub access_logs: Vec<LogSpec>,
     /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
     pub ring_size: u32,

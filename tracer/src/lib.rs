@@ -11,4 +11,5 @@ pub mod probe;
 pub mod record;
 pub mod run;
 pub mod sink;
+pub mod source;
 pub mod verdict;

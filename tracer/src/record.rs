@@ -85,16 +85,21 @@ pub fn comm_str(comm: &[u8; 16]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
+/// When an event happened (monotonic ns): connect() returns after the SYN went out, so a
+/// `connect_start` is dated by its SYN.
+pub fn event_time_ns(ev: &Event) -> u64 {
+    match ev.payload {
+        Payload::ConnectStart(p) if p.syn_ns != 0 => p.syn_ns,
+        _ => ev.header.ts_ns,
+    }
+}
+
 /// Builds the JSON record of an event.
 pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
     let h = &ev.header;
     let mut m = Map::new();
     m.insert("type".into(), type_name(&ev.payload).into());
-    let ts = match ev.payload {
-        // connect() returns after the SYN went out; the record is dated by the SYN.
-        Payload::ConnectStart(p) if p.syn_ns != 0 => p.syn_ns,
-        _ => h.ts_ns,
-    };
+    let ts = event_time_ns(ev);
     m.insert("time".into(), ctx.clock.rfc3339(ts).into());
     m.insert("pid".into(), h.tgid.into());
     m.insert("tid".into(), h.tid.into());

@@ -1,6 +1,14 @@
 //! `tracer run`: ring buffer -> decoder -> records -> JSON Lines, with periodic stats.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -14,11 +22,15 @@ use tokio::{
 use crate::{
     cli::RunArgs,
     clock::Clock,
-    correlate::{Correlator, Finding},
+    correlate::{Correlator, Finding, LogFinding},
     decode::decode,
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, event_record, type_name},
     sink::jsonl::JsonlSink,
+    source::{
+        accesslog::{self, LogEntry, LogSpec},
+        follow::Follower,
+    },
     verdict::finding_record,
 };
 
@@ -30,6 +42,8 @@ struct Stats {
     decode_errors: u64,
     verdicts: u64,
     retried: u64,
+    log_lines: u64,
+    log_unparsed: u64,
 }
 
 /// Runs until a signal or the --duration deadline.
@@ -91,6 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "kernel": kernel_release(),
         "pid": std::process::id(),
         "watch": {"comms": comms, "pids": args.watch.pids},
+        "access_logs": args.access_logs.iter().map(|l| l.path.display().to_string()).collect::<Vec<_>>(),
         "hooks": hooks,
     }));
     sink.flush();
@@ -98,6 +113,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut stats = Stats::default();
     let mut correlator = Correlator::new();
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::channel::<LogLine>(10_000);
+    let logs_stop = Arc::new(AtomicBool::new(false));
+    for spec in &args.access_logs {
+        follow_log(spec.clone(), log_tx.clone(), logs_stop.clone())?;
+    }
+    drop(log_tx);
+    let mut logs_open = !args.access_logs.is_empty();
+    let statuses = args.status.0.clone();
     let stats_every = Duration::from_secs_f64(args.stats_interval.max(0.1));
     let mut tick = tokio::time::interval_at(Instant::now() + stats_every, stats_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -126,6 +149,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 sink.flush();
             }
+            line = log_rx.recv(), if logs_open => match line {
+                Some(line) => {
+                    on_log_line(line, &statuses, &mut correlator, &mut sink, &ctx, &mut stats);
+                    sink.flush();
+                }
+                None => logs_open = false,
+            },
             _ = tick.tick() => {
                 ctx.clock = Clock::sample();
                 let k = probes.counters().unwrap_or_default();
@@ -137,6 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = &mut stop_at, if deadline.is_some() => break,
         }
     }
+    logs_stop.store(true, Ordering::Relaxed);
     // Everything the kernel wrote before we stopped is still in the ring: read it all.
     drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
     for finding in correlator.flush() {
@@ -183,6 +214,124 @@ fn drain(
     }
 }
 
+/// What an access-log follower thread hands to the main loop.
+enum LogLine {
+    Entry(Box<LogEntry>, Arc<PathBuf>),
+    Unparsed(String, Arc<PathBuf>),
+}
+
+/// Follows one access log on its own thread (file reads block), parsing lines as they come.
+fn follow_log(
+    spec: LogSpec,
+    tx: tokio::sync::mpsc::Sender<LogLine>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let path = Arc::new(spec.path.clone());
+    let mut follower = Follower::open(&spec.path, true)
+        .with_context(|| format!("opening access log {}", spec.path.display()))?;
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match follower.poll() {
+                    Ok(lines) => {
+                        for line in lines {
+                            let msg = match accesslog::parse_line(spec.format, &line) {
+                                Ok(e) => LogLine::Entry(Box::new(e), path.clone()),
+                                Err(e) => LogLine::Unparsed(e.to_string(), path.clone()),
+                            };
+                            if tx.blocking_send(msg).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => log::warn!("reading access log {}: {e}", path.display()),
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .context("starting the access-log thread")?;
+    Ok(())
+}
+
+fn on_log_line(
+    line: LogLine,
+    statuses: &[u16],
+    correlator: &mut Correlator,
+    sink: &mut JsonlSink,
+    ctx: &RecordContext,
+    stats: &mut Stats,
+) {
+    stats.log_lines += 1;
+    let (entry, path) = match line {
+        LogLine::Entry(e, p) => (e, p),
+        LogLine::Unparsed(err, path) => {
+            stats.log_unparsed += 1;
+            if stats.log_unparsed == 1 || stats.log_unparsed.is_power_of_two() {
+                log::warn!(
+                    "{}: skipped a line that does not parse ({} so far): {err}",
+                    path.display(),
+                    stats.log_unparsed
+                );
+            }
+            return;
+        }
+    };
+    if !statuses.contains(&entry.status) {
+        return;
+    }
+    let now = Clock::monotonic_now();
+    let finding = correlator.on_log(&entry, now);
+    let (verdict_time, cause) = match &finding {
+        LogFinding::Matched { verdict_ns, cause } => {
+            (Some(ctx.clock.rfc3339(*verdict_ns)), Some(*cause))
+        }
+        LogFinding::Verdict(_) => (None, None),
+    };
+    sink.write(&access_log_record(
+        &entry,
+        &path,
+        now,
+        verdict_time,
+        cause,
+        ctx,
+    ));
+    if let LogFinding::Verdict(v) = finding {
+        write_finding(&Finding::Verdict(v), sink, ctx, stats);
+    }
+}
+
+fn access_log_record(
+    e: &LogEntry,
+    path: &std::path::Path,
+    now: u64,
+    verdict_time: Option<String>,
+    cause: Option<&str>,
+    ctx: &RecordContext,
+) -> Value {
+    let client = match (e.client_ip, e.client_port) {
+        (Some(ip), Some(port)) => Some(std::net::SocketAddr::new(ip, port).to_string()),
+        (Some(ip), None) => Some(ip.to_string()),
+        _ => None,
+    };
+    json!({
+        "type": "access_log",
+        "time": ctx.clock.rfc3339(now),
+        "log": path.display().to_string(),
+        "status": e.status,
+        "client": client,
+        "upstreams": e.upstreams,
+        "upstream_statuses": e.upstream_statuses,
+        "upstream_connect_time_s": e.upstream_connect_time_s,
+        "upstream_response_time_s": e.upstream_response_time_s,
+        "termination_state": e.termination_state,
+        "response_flags": e.response_flags,
+        "retries": e.retries,
+        "verdict_time": verdict_time,
+        "cause": cause,
+    })
+}
+
 fn write_finding(finding: &Finding, sink: &mut JsonlSink, ctx: &RecordContext, stats: &mut Stats) {
     match finding {
         Finding::Verdict(_) => stats.verdicts += 1,
@@ -217,6 +366,8 @@ fn stats_record(
         "map_full": k.map_full,
         "decode_errors": stats.decode_errors,
         "verdicts": stats.verdicts,
+        "log_lines": stats.log_lines,
+        "log_unparsed": stats.log_unparsed,
         "retried": stats.retried,
         "write_errors": sink.write_errors,
         "final": last,

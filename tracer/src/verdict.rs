@@ -4,9 +4,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::{
-    correlate::{Cause, Finding, Retried, Verdict, keepalive_advice},
+    correlate::{Cause, Finding, Retried, VIA_LOG, Verdict, keepalive_advice},
     decode::{Event, Payload, addrs},
-    record::{RecordContext, comm_str, event_record},
+    record::{RecordContext, comm_str, event_record, event_time_ns},
 };
 
 fn ms(ns: u64) -> f64 {
@@ -24,24 +24,29 @@ pub fn finding_record(f: &Finding, ctx: &RecordContext) -> Value {
 /// The record of one verdict.
 pub fn verdict_record(v: &Verdict, ctx: &RecordContext) -> Value {
     let r = &v.response;
-    let status = match r.payload {
-        Payload::Response(p) => p.status,
-        _ => 0,
+    let (status, via) = match r.payload {
+        Payload::Response(p) => (p.status, p.via),
+        _ => (0, 0),
+    };
+    // Where the response was seen: the plaintext write, OpenSSL, or only the access log.
+    let source = match via {
+        tracer_common::event::VIA_TLS => "tls",
+        VIA_LOG => "access_log",
+        _ => "kernel",
     };
     let t = r.header.ts_ns;
     let comm = comm_str(&r.header.comm);
     let client = addrs(&r.header.tuple).1.to_string();
     let upstream = v.upstream.map(|u| addrs(&u.header.tuple).1.to_string());
-    let evidence: Vec<Value> = v
-        .evidence
-        .iter()
+    let mut ordered: Vec<&Event> = v.evidence.iter().collect();
+    ordered.sort_by_key(|e| event_time_ns(e));
+    let evidence: Vec<Value> = ordered
+        .into_iter()
         .map(|e| {
             let mut rec = event_record(e, ctx);
             if let Value::Object(m) = &mut rec {
-                m.insert(
-                    "t_ms".into(),
-                    json!(-(ms(t.saturating_sub(e.header.ts_ns)))),
-                );
+                let at = event_time_ns(e) as i128 - t as i128;
+                m.insert("t_ms".into(), json!((at as f64 / 1e3).round() / 1e3));
             }
             rec
         })
@@ -69,6 +74,7 @@ pub fn verdict_record(v: &Verdict, ctx: &RecordContext) -> Value {
         json!((v.confidence * 100.0).round() / 100.0),
     );
     m.insert("matched_by".into(), v.matched_by.into());
+    m.insert("source".into(), source.into());
     if let Some(idle) = v.idle_at_reuse_ns {
         m.insert("idle_at_reuse_ms".into(), json!(ms(idle)));
     }

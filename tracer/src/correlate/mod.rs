@@ -9,11 +9,13 @@
 
 mod cause;
 mod keepalive;
+mod log;
 
 use std::collections::{HashMap, VecDeque};
 
 pub use cause::Cause;
 pub use keepalive::{IdleStats, advice as keepalive_advice};
+pub use log::{LogFinding, VIA_LOG};
 
 use crate::decode::{Event, Payload};
 use tracer_common::event::ROLE_UPSTREAM;
@@ -103,6 +105,8 @@ pub struct Correlator {
     answered: HashMap<u64, u64>,
     /// Responses waiting for their upstream to fail or close, by client cookie.
     pending: HashMap<u64, Event>,
+    /// Verdicts written recently, for linking access-log lines to them.
+    recent: log::RecentVerdicts,
 }
 
 fn conn_key(ev: &Event) -> u64 {
@@ -137,6 +141,14 @@ impl Correlator {
 
     /// Feeds one event; returns what it concluded.
     pub fn on_event(&mut self, ev: &Event) -> Vec<Finding> {
+        let out = self.on_event_inner(ev);
+        for f in &out {
+            self.remember(f);
+        }
+        out
+    }
+
+    fn on_event_inner(&mut self, ev: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
         match ev.payload {
             Payload::Response(_) => {
@@ -191,6 +203,9 @@ impl Correlator {
             if let Some(resp) = self.pending.remove(&c) {
                 out.push(self.settle(&resp, now_ns));
             }
+        }
+        for f in &out {
+            self.remember(f);
         }
         out
     }
