@@ -10,6 +10,8 @@
 #          (the upstream closed an idle keep-alive connection as the request crossed)
 #   badheader  answer with a header line that is not a header
 #   status502  answer 502 itself
+#   idlerace   answer the first request; close the connection (FIN) after ARG idle seconds,
+#          but reset it when a second request arrives first
 import socket, struct, sys, threading, time
 
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -42,6 +44,15 @@ def handle(c):
     served = 0
     try:
         while True:
+            if mode == "idlerace" and served > 0:
+                c.settimeout(float(arg or 1))
+                try:
+                    if read_request(c) is None:
+                        break
+                except socket.timeout:
+                    break  # idle too long: a plain close (FIN)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
             if read_request(c) is None:
                 break
             if mode == "ok" or mode == "drain":
@@ -56,7 +67,7 @@ def handle(c):
             elif mode == "rstnow" or (mode == "race" and served > 0):
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 break
-            elif mode == "race":
+            elif mode == "race" or mode == "idlerace":
                 respond(c, b"ok")
             elif mode == "badheader":
                 c.sendall(b"HTTP/1.1 200 OK\r\nthis is not a header\r\n\r\n")

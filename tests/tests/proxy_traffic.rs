@@ -183,3 +183,69 @@ fn nginx_https_gateway_errors_get_verdicts() -> anyhow::Result<()> {
 fn haproxy_https_gateway_errors_get_verdicts() -> anyhow::Result<()> {
     https(ProxyKind::Haproxy)
 }
+
+#[test]
+fn nginx_keepalive_race_verdict_reports_the_learned_upstream_idle_timeout() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ngidle")?;
+    // The upstream closes connections idle for 1 s, and resets one reused before that.
+    let up = lab.upstream("idlerace", 8096, Some("1"))?;
+    let routes = [Route::new("idle", &up.addr).keepalive()];
+    let proxy = Proxy::start(&mut lab, ProxyKind::Nginx, 8000, &routes)?;
+    let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
+    // Pool connections in both workers, let the upstream close them idle (it learns 1 s)...
+    for _ in 0..4 {
+        proxy.get(&lab, "idle")?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    // ...then pool fresh ones and reuse them at once: races.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(proxy.get(&lab, "idle")?);
+    }
+    let recs = tracer.stop()?;
+    let idle_closes: Vec<_> = recs
+        .to("peer_close", &up.addr)
+        .into_iter()
+        .filter(|p| p["awaiting_response"] == false)
+        .collect();
+    assert!(
+        !idle_closes.is_empty(),
+        "no idle close seen:\n{}",
+        recs.dump()
+    );
+    // Races before the first idle close cannot know the timeout yet (RFC 3339 times of one
+    // format compare as text).
+    let first_close = idle_closes[0]["time"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let races: Vec<_> = recs
+        .of_type("verdict")
+        .filter(|v| v["cause"] == "keepalive_race")
+        .filter(|v| v["time"].as_str().unwrap_or_default() > first_close.as_str())
+        .collect();
+    assert!(
+        !races.is_empty(),
+        "no race among {statuses:?}:\n{}",
+        recs.dump()
+    );
+    for v in &races {
+        let learned = v["upstream_idle_timeout_ms"].as_f64().unwrap_or(0.0);
+        assert!(
+            (900.0..1600.0).contains(&learned),
+            "learned {learned} ms from idle closes {idle_closes:?}: {v}"
+        );
+        let advice = v["advice"].as_str().unwrap_or_default();
+        assert!(
+            advice.contains("keepalive_timeout") && advice.contains("1.0 s"),
+            "{advice}"
+        );
+    }
+    println!(
+        "{} races; learned idle timeout {} ms",
+        races.len(),
+        races[0]["upstream_idle_timeout_ms"]
+    );
+    Ok(())
+}

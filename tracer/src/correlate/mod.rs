@@ -282,7 +282,11 @@ impl Correlator {
                 closed_ns: None,
             }
         });
-        conn.last = *ev;
+        // A socket torn down by a reset has its addresses cleared by the time it is destroyed:
+        // keep the last header that still names the upstream.
+        if ev.header.tuple.rport != 0 {
+            conn.last = *ev;
+        }
         if let Payload::Closed(_) = ev.payload {
             conn.closed_ns = Some(ev.header.ts_ns);
         } else {

@@ -259,6 +259,32 @@ fn a_response_written_before_the_upstream_closes_waits_for_it() {
 }
 
 #[test]
+fn the_upstream_idle_timeout_is_learned_from_its_closes() {
+    let mut c = Correlator::new();
+    // The upstream closed a connection idle for 1 s; the closed socket's addresses are gone.
+    let fin = PeerClose {
+        exchange: exchange(1, false, 1000, 0),
+    };
+    c.on_event(&up(Payload::PeerClose(fin), 7, 0, 10));
+    let mut gone = up(Payload::Closed(Default::default()), 7, 0, 11);
+    gone.header.tuple.rport = 0;
+    c.on_event(&gone);
+    let rst = Reset {
+        state: 1,
+        exchange: exchange(1, true, 20, 1),
+        ..Default::default()
+    };
+    c.on_event(&up(Payload::ResetReceived(rst), 8, 100, 3000));
+    let mut gone = up(Payload::Closed(Default::default()), 8, 100, 3001);
+    gone.header.tuple.rport = 0;
+    c.on_event(&gone);
+    let v = answer(&mut c, 502, 100, 3002);
+    assert_eq!(v.cause, Cause::KeepaliveRace);
+    assert_eq!(v.upstream_idle_timeout_ns, Some(1000 * MS));
+    assert_eq!(v.upstream.unwrap().header.tuple.rport, 8080);
+}
+
+#[test]
 fn a_silent_retry_is_reported() {
     let mut c = Correlator::new();
     let rst = Reset {
