@@ -45,7 +45,9 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
             } else {
                 0
             };
-            // A reused connection is linked to the request it now carries.
+            // A reused connection is linked to the request it now carries, through the thread
+            // writing it now: HAProxy hands pooled connections between threads.
+            info.tid = bpf_get_current_pid_tgid() as u32;
             link_to_client(info);
         }
         info.req_bytes += ret as u64;

@@ -114,7 +114,9 @@ impl Correlator {
             let raddr = addrs(&c.last.header.tuple).1.to_string();
             logged.is_empty() || logged.contains(&&raddr)
         };
-        let conn = self
+        // The latest failure not yet used by another log-only response: lines read together
+        // each get their own.
+        let chosen = self
             .conns
             .values()
             .filter(wanted)
@@ -123,12 +125,21 @@ impl Correlator {
                     .iter()
                     .rev()
                     .find(|ev| {
-                        is_failure(ev) && now_ns.saturating_sub(ev.header.ts_ns) < LOG_LOOKBACK_NS
+                        is_failure(ev)
+                            && now_ns.saturating_sub(ev.header.ts_ns) < LOG_LOOKBACK_NS
+                            && !self.log_claimed.contains(&(c.key, ev.header.ts_ns))
                     })
                     .map(|ev| (ev.header.ts_ns, c))
             })
             .max_by_key(|(ts, _)| *ts)
-            .map(|(_, c)| c);
+            .map(|(ts, c)| (ts, c.clone()));
+        let conn = chosen.as_ref().map(|(_, c)| c);
+        if let Some((ts, c)) = &chosen {
+            if self.log_claimed.len() >= RECENT_VERDICTS {
+                self.log_claimed.pop_front();
+            }
+            self.log_claimed.push_back((c.key, *ts));
+        }
         let resp = synthetic_response(e, conn.map(|c| &c.last), now_ns);
         let mut v = cause::judge(&resp, e.status, conn, "log", None, 0, now_ns);
         v.confidence = (v.confidence * 0.8 * 100.0).round() / 100.0;

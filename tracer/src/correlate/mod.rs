@@ -107,6 +107,8 @@ pub struct Correlator {
     pending: HashMap<u64, Event>,
     /// Verdicts written recently, for linking access-log lines to them.
     recent: log::RecentVerdicts,
+    /// Failures (connection key, time) already used by access-log-only verdicts.
+    log_claimed: VecDeque<(u64, u64)>,
 }
 
 fn conn_key(ev: &Event) -> u64 {

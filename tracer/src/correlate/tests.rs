@@ -313,3 +313,53 @@ fn memory_is_bounded() {
     }
     assert!(c.conns() <= MAX_CONNS);
 }
+
+#[test]
+fn log_only_responses_each_claim_their_own_failure() {
+    use crate::source::accesslog::LogEntry;
+    let mut c = Correlator::new();
+    c.on_event(&up(failed(111, FAIL_RST, 0), 7, 100, 10));
+    c.on_event(&up(failed(111, FAIL_RST, 0), 8, 101, 20));
+    let line = LogEntry {
+        status: 502,
+        ..Default::default()
+    };
+    let now = 1_000_000 * MS + 500 * MS;
+    let blamed: Vec<u64> = (0..2)
+        .map(|_| match c.on_log(&line, now) {
+            LogFinding::Verdict(v) => {
+                assert_eq!(v.cause, Cause::ConnectRefused);
+                assert_eq!(v.matched_by, "log");
+                v.upstream.expect("an upstream").header.cookie
+            }
+            other => panic!("expected a verdict, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(blamed, vec![8, 7]);
+    // A third line finds no unexplained failure left.
+    let LogFinding::Verdict(v) = c.on_log(&line, now) else {
+        panic!("expected a verdict")
+    };
+    assert_eq!(v.cause, Cause::NoNetworkCause);
+}
+
+#[test]
+fn a_log_line_is_linked_to_the_kernel_verdict_it_describes() {
+    use crate::source::accesslog::LogEntry;
+    let mut c = Correlator::new();
+    c.on_event(&up(failed(111, FAIL_RST, 0), 7, 100, 10));
+    let r = response(502, 100, 11);
+    verdict(c.on_event(&r));
+    let line = LogEntry {
+        status: 502,
+        client_ip: Some("10.0.0.5".parse().unwrap()),
+        ..Default::default()
+    };
+    match c.on_log(&line, r.header.ts_ns + 300 * MS) {
+        LogFinding::Matched { verdict_ns, cause } => {
+            assert_eq!(verdict_ns, r.header.ts_ns);
+            assert_eq!(cause, "connect_refused");
+        }
+        other => panic!("expected a match, got {other:?}"),
+    }
+}
