@@ -87,19 +87,27 @@ impl TracerRun {
     }
 
     /// Stops the tracer with SIGINT, waits for it to exit 0, and parses what it wrote.
-    pub fn stop(mut self) -> anyhow::Result<Records> {
+    pub fn stop(self) -> anyhow::Result<Records> {
+        self.stop_with(libc::SIGINT).map(|(r, _)| r)
+    }
+
+    /// Stops the tracer with `sig`, waits for it to exit 0, and returns what it wrote and how
+    /// long it took to exit.
+    pub fn stop_with(mut self, sig: i32) -> anyhow::Result<(Records, std::time::Duration)> {
         let mut child = self.child.take().context("tracer already stopped")?;
+        let asked = std::time::Instant::now();
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, sig) };
         let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
         let Some(status) = status else {
             let _ = child.kill();
             bail!("tracer did not stop within 10 s of SIGINT");
         };
+        let took = asked.elapsed();
         if !status.success() {
             bail!("tracer exited with {status}");
         }
-        Records::read(&self.output)
+        Ok((Records::read(&self.output)?, took))
     }
 }
 

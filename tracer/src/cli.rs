@@ -67,6 +67,15 @@ pub struct RunArgs {
     /// HTTP statuses that get a verdict, comma separated.
     #[arg(long, value_name = "LIST", default_value = "502,503,504", value_parser = parse_statuses)]
     pub status: Statuses,
+    /// Rotate the output file when it would grow past SIZE (e.g. 100MiB).
+    #[arg(long, value_name = "SIZE", value_parser = crate::sink::jsonl::parse_size)]
+    pub rotate_size: Option<u64>,
+    /// Rotated files to keep (OUTPUT.1 … OUTPUT.N).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rotate_keep: u32,
+    /// Compress rotated files with gzip (OUTPUT.N.gz).
+    #[arg(long)]
+    pub rotate_gzip: bool,
     /// Also read responses from an access log: PATH[:FORMAT], FORMAT being nginx (default),
     /// haproxy or envoy. Repeatable. Rotation (rename or copytruncate) is followed.
     #[arg(long = "access-log", value_name = "PATH[:FORMAT]", value_parser = LogSpec::parse)]

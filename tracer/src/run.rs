@@ -26,7 +26,7 @@ use crate::{
     decode::decode,
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, event_record, type_name},
-    sink::jsonl::JsonlSink,
+    sink::jsonl::{JsonlSink, Rotation},
     source::{
         accesslog::{self, LogEntry, LogSpec},
         follow::Follower,
@@ -68,7 +68,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut sink = JsonlSink::open(&args.output)?;
+    let rotation = Rotation {
+        max_bytes: args.rotate_size,
+        keep: args.rotate_keep as usize,
+        gzip: args.rotate_gzip,
+    };
+    let mut sink = JsonlSink::open_rotating(&args.output, rotation)?;
     let mut ctx = RecordContext {
         clock: Clock::sample(),
         names: probes.names.clone(),
@@ -129,6 +134,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(stop_at);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
 
     loop {
         tokio::select! {
@@ -161,6 +167,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let k = probes.counters().unwrap_or_default();
                 sink.write(&stats_record(&ctx, &stats, &k, &sink, started, false));
                 sink.flush();
+            }
+            _ = sighup.recv() => {
+                // logrotate moved the file away: write to a new one at the same path.
+                match sink.reopen() {
+                    Ok(()) => log::info!("reopened {}", args.output.display()),
+                    Err(e) => log::error!("reopening {} failed: {e}", args.output.display()),
+                }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

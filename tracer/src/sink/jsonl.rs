@@ -1,4 +1,5 @@
-//! JSON Lines output: one record per line, to a file (appended to, never truncated) or stdout.
+//! JSON Lines output: one record per line, to a file (appended to, never truncated) or stdout,
+//! with size-based rotation (optionally gzip-compressed) and reopening for logrotate.
 
 use std::{
     fs::{File, OpenOptions},
@@ -17,33 +18,121 @@ pub struct OpenError {
     source: io::Error,
 }
 
+/// When and how the output file is rotated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate once the file would grow past this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (`PATH.1` … `PATH.N`); older ones are deleted.
+    pub keep: usize,
+    /// Compress rotated files to `PATH.N.gz`.
+    pub gzip: bool,
+}
+
 /// A JSON Lines writer that keeps going after write errors and counts them.
 pub struct JsonlSink {
     out: BufWriter<Box<dyn Write + Send>>,
     line: Vec<u8>,
+    /// The file written, `None` for stdout.
+    path: Option<PathBuf>,
+    rotation: Rotation,
+    /// Bytes in the current file.
+    size: u64,
+    /// The compression of the last rotated file, still running.
+    compressing: Option<std::thread::JoinHandle<()>>,
     /// Records that could not be written.
     pub write_errors: u64,
     /// Records written.
     pub written: u64,
 }
 
+fn open_append(path: &Path) -> Result<(File, u64), OpenError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| OpenError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((f, size))
+}
+
+/// `PATH.n`, or `PATH.n.gz`.
+fn rotated(path: &Path, n: usize, gz: bool) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}{}", if gz { ".gz" } else { "" }));
+    PathBuf::from(name)
+}
+
+/// Compresses `from` into `to` through a temporary file, then removes `from`: a crash leaves
+/// either the plain file or the whole compressed one, never half of it.
+fn gzip_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut input = File::open(from)?;
+        let output = File::create(&tmp)?;
+        let mut enc = flate2::write::GzEncoder::new(output, flate2::Compression::default());
+        io::copy(&mut input, &mut enc)?;
+        enc.finish()?.sync_all()?;
+    }
+    std::fs::rename(&tmp, to)?;
+    std::fs::remove_file(from)
+}
+
+/// Parses a size like `100MiB`, `10MB`, `512k` or `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 100MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 4096 {
+        return Err(format!(
+            "`{s}` is too small to rotate at (at least 4096 bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
 impl JsonlSink {
     /// Opens `path` for appending, or stdout for `-`.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let out: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(io::stdout())
-        } else {
-            let f: File = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| OpenError {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            Box::new(f)
-        };
-        Ok(Self::new(out))
+        Self::open_rotating(path, Rotation::default())
+    }
+
+    /// Opens `path` for appending with rotation, or stdout for `-` (never rotated).
+    pub fn open_rotating(path: &Path, rotation: Rotation) -> Result<Self, OpenError> {
+        if path == Path::new("-") {
+            return Ok(Self::new(Box::new(io::stdout())));
+        }
+        let (f, size) = open_append(path)?;
+        let mut sink = Self::new(Box::new(f));
+        sink.path = Some(path.to_path_buf());
+        sink.rotation = rotation;
+        sink.size = size;
+        Ok(sink)
     }
 
     /// A sink over any writer.
@@ -51,6 +140,10 @@ impl JsonlSink {
         Self {
             out: BufWriter::with_capacity(256 * 1024, out),
             line: Vec::with_capacity(512),
+            path: None,
+            rotation: Rotation::default(),
+            size: 0,
+            compressing: None,
             write_errors: 0,
             written: 0,
         }
@@ -65,8 +158,19 @@ impl JsonlSink {
             return;
         }
         self.line.push(b'\n');
+        if let Some(max) = self.rotation.max_bytes
+            && self.size > 0
+            && self.size + self.line.len() as u64 > max
+            && let Err(e) = self.rotate()
+        {
+            self.write_errors += 1;
+            log::error!("rotating the trace failed: {e}");
+        }
         match self.out.write_all(&self.line) {
-            Ok(()) => self.written += 1,
+            Ok(()) => {
+                self.written += 1;
+                self.size += self.line.len() as u64;
+            }
             Err(e) => {
                 self.write_errors += 1;
                 if self.write_errors == 1 || self.write_errors.is_power_of_two() {
@@ -77,6 +181,60 @@ impl JsonlSink {
                 }
             }
         }
+    }
+
+    /// Reopens the output file (after logrotate moved it away, on SIGHUP).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.flush();
+        let (f, size) = open_append(&path).map_err(|e| io::Error::other(e.to_string()))?;
+        self.out = BufWriter::with_capacity(256 * 1024, Box::new(f));
+        self.size = size;
+        Ok(())
+    }
+
+    /// Moves `PATH` to `PATH.1` (shifting older files up and deleting the oldest), compresses
+    /// it in the background if asked, and starts a new `PATH`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.out.flush()?;
+        // One compression at a time: the shift below renames the file it would be reading.
+        if let Some(h) = self.compressing.take() {
+            let _ = h.join();
+        }
+        let keep = self.rotation.keep.max(1);
+        let gz = self.rotation.gzip;
+        for n in (1..=keep).rev() {
+            for g in [false, true] {
+                let from = rotated(&path, n, g);
+                if !from.exists() {
+                    continue;
+                }
+                if n == keep {
+                    std::fs::remove_file(&from)?;
+                } else {
+                    std::fs::rename(&from, rotated(&path, n + 1, g))?;
+                }
+            }
+        }
+        let first = rotated(&path, 1, false);
+        std::fs::rename(&path, &first)?;
+        let (f, size) = open_append(&path).map_err(|e| io::Error::other(e.to_string()))?;
+        self.out = BufWriter::with_capacity(256 * 1024, Box::new(f));
+        self.size = size;
+        if gz {
+            let to = rotated(&path, 1, true);
+            self.compressing = Some(std::thread::spawn(move || {
+                if let Err(e) = gzip_file(&first, &to) {
+                    log::error!("compressing {} failed: {e}", first.display());
+                }
+            }));
+        }
+        Ok(())
     }
 
     /// Pushes buffered lines to the file.
@@ -91,6 +249,9 @@ impl JsonlSink {
 impl Drop for JsonlSink {
     fn drop(&mut self) {
         self.flush();
+        if let Some(h) = self.compressing.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -141,16 +302,104 @@ mod tests {
 
     #[test]
     fn counts_write_errors_and_keeps_going() {
-        let mut s = JsonlSink {
-            out: BufWriter::with_capacity(0, Box::new(Full)),
-            line: Vec::new(),
-            write_errors: 0,
-            written: 0,
-        };
+        let mut s = JsonlSink::new(Box::new(Full));
+        s.out = BufWriter::with_capacity(0, Box::new(Full));
         s.write(&json!({"type": "connect"}));
         s.write(&json!({"type": "connect"}));
         assert_eq!(s.write_errors, 2);
         assert_eq!(s.written, 0);
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tracer-jsonl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn lines_of(path: &Path) -> Vec<String> {
+        let bytes = std::fs::read(path).unwrap();
+        let text = if path.extension().is_some_and(|e| e == "gz") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut s)
+                .unwrap();
+            s
+        } else {
+            String::from_utf8(bytes).unwrap()
+        };
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends mid-line",
+            path.display()
+        );
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn rotates_by_size_keeps_n_and_compresses() {
+        let dir = temp_dir("rotate");
+        let path = dir.join("t.jsonl");
+        let rotation = Rotation {
+            max_bytes: Some(4096),
+            keep: 2,
+            gzip: true,
+        };
+        {
+            let mut s = JsonlSink::open_rotating(&path, rotation).unwrap();
+            for i in 0..400 {
+                s.write(&json!({"type": "connect", "n": i, "pad": "x".repeat(40)}));
+            }
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["t.jsonl", "t.jsonl.1.gz", "t.jsonl.2.gz"]);
+        // Every file holds whole lines, under the limit, and the newest lines are all there.
+        let mut seen = Vec::new();
+        for name in ["t.jsonl.2.gz", "t.jsonl.1.gz", "t.jsonl"] {
+            let p = dir.join(name);
+            let lines = lines_of(&p);
+            let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+            assert!(bytes <= 4096, "{name} holds {bytes} bytes");
+            for l in lines {
+                let v: Value = serde_json::from_str(&l).unwrap();
+                seen.push(v["n"].as_u64().unwrap());
+            }
+        }
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 1),
+            "lines out of order or missing"
+        );
+        assert_eq!(*seen.last().unwrap(), 399);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reopen_follows_logrotate() {
+        let dir = temp_dir("reopen");
+        let path = dir.join("t.jsonl");
+        let mut s = JsonlSink::open(&path).unwrap();
+        s.write(&json!({"n": 1}));
+        s.flush();
+        std::fs::rename(&path, dir.join("t.jsonl.old")).unwrap();
+        s.reopen().unwrap();
+        s.write(&json!({"n": 2}));
+        drop(s);
+        assert_eq!(lines_of(&dir.join("t.jsonl.old")), vec!["{\"n\":1}"]);
+        assert_eq!(lines_of(&path), vec!["{\"n\":2}"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("100MiB").unwrap(), 100 << 20);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("8192").unwrap(), 8192);
+        assert!(parse_size("10").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 
     #[test]

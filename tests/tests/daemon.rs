@@ -1,0 +1,121 @@
+//! The tracer as a daemon: clean stop on SIGTERM with nothing left loaded, SIGHUP reopening its
+//! output for logrotate, and size-based rotation while tracing.
+
+use std::{collections::BTreeSet, process::Command, time::Duration};
+
+use serde_json::Value;
+use tracer_tests::{Lab, Records, TracerRun, require_root};
+
+/// IDs of loaded BPF programs (or links) named like ours.
+fn loaded(what: &str) -> anyhow::Result<BTreeSet<u64>> {
+    let out = Command::new("bpftool")
+        .args([what, "show", "-j"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "bpftool {what} show failed: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
+}
+
+/// Refused connects from an unwatched-by-default process the tracer is told to watch.
+fn refused_burst(lab: &Lab, n: u32) -> anyhow::Result<()> {
+    let script = format!(
+        "import socket\nfor _ in range({n}):\n  s=socket.socket()\n  try: s.connect(('{}',9))\n  except OSError: pass\n  s.close()",
+        lab.up_addr
+    );
+    lab.run(&lab.px, &["python3", "-c", &script])?;
+    Ok(())
+}
+
+#[test]
+fn sigterm_stops_within_two_seconds_and_unloads_everything() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("term")?;
+    let (progs_before, links_before) = (loaded("prog")?, loaded("link")?);
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    let ours: BTreeSet<u64> = loaded("prog")?.difference(&progs_before).copied().collect();
+    let our_links: BTreeSet<u64> = loaded("link")?.difference(&links_before).copied().collect();
+    assert!(ours.len() >= 20, "only {} programs loaded", ours.len());
+    assert!(our_links.len() >= 20, "only {} links", our_links.len());
+    refused_burst(&lab, 20)?;
+    let (recs, took) = tracer.stop_with(libc::SIGTERM)?;
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    // Records::read already refused a cut last line; the last one is the final stats.
+    let last = recs.0.last().expect("records");
+    assert_eq!(last["type"], "stats");
+    assert_eq!(last["final"], true);
+    assert!(recs.of_type("connect_error").count() >= 20);
+    let left: Vec<u64> = loaded("prog")?.intersection(&ours).copied().collect();
+    assert!(left.is_empty(), "programs still loaded: {left:?}");
+    let left: Vec<u64> = loaded("link")?.intersection(&our_links).copied().collect();
+    assert!(left.is_empty(), "links still attached: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn sighup_reopens_the_output_for_logrotate() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("hup")?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    refused_burst(&lab, 5)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let moved = lab.dir.join("trace.jsonl.1");
+    std::fs::rename(&tracer.output, &moved)?;
+    tracer.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    refused_burst(&lab, 5)?;
+    let recs = tracer.stop()?;
+    let old = Records::read(&moved)?;
+    assert_eq!(old.of_type("connect_error").count(), 5, "{}", old.dump());
+    assert_eq!(recs.of_type("connect_error").count(), 5, "{}", recs.dump());
+    assert_eq!(recs.final_stats().expect("stats")["final"], true);
+    Ok(())
+}
+
+#[test]
+fn output_rotates_by_size_with_gzip() -> anyhow::Result<()> {
+    require_root();
+    let lab = Lab::new("rot")?;
+    let tracer = TracerRun::start(
+        &lab.dir,
+        &[
+            "--comm",
+            "python3",
+            "--rotate-size",
+            "16KiB",
+            "--rotate-keep",
+            "3",
+            "--rotate-gzip",
+        ],
+    )?;
+    refused_burst(&lab, 200)?;
+    let output = tracer.output.clone();
+    let recs = tracer.stop()?;
+    let mut total = recs.0.len();
+    for n in 1..=3 {
+        let gz = std::path::PathBuf::from(format!("{}.{n}.gz", output.display()));
+        anyhow::ensure!(gz.exists(), "{} missing", gz.display());
+        let text = {
+            let out = Command::new("gzip").arg("-dc").arg(&gz).output()?;
+            anyhow::ensure!(out.status.success(), "{} is not valid gzip", gz.display());
+            String::from_utf8(out.stdout)?
+        };
+        assert!(text.ends_with('\n'), "{} ends mid-line", gz.display());
+        assert!(
+            text.len() <= 16 * 1024,
+            "{} holds {} bytes",
+            gz.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let _: Value = serde_json::from_str(line)?;
+            total += 1;
+        }
+    }
+    assert!(!std::path::PathBuf::from(format!("{}.4.gz", output.display())).exists());
+    assert!(total > 100, "{total} records across the files");
+    Ok(())
+}
