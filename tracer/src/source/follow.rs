@@ -33,9 +33,13 @@ struct Current {
     /// means the file was rotated away or replaced.
     id: (u64, u64),
     offset: u64,
-    /// The last bytes read, just before `offset`. A file truncated and written again up to (or
-    /// past) the old offset between two polls keeps its size, but not these bytes.
+    /// The last bytes read, just before `offset`. A file truncated and written again past the
+    /// old offset between two polls keeps growing, but not these bytes.
     seen: Vec<u8>,
+    /// Modification time when the file was last read to its end at `offset`: appends always
+    /// grow a file, so a changed time with the size still at `offset` means it was truncated
+    /// and rewritten to the same length (log lines often end alike, so `seen` cannot tell).
+    mtime_at_end: Option<(i64, i64)>,
 }
 
 /// How many bytes before the offset are kept to recognise a rewritten file.
@@ -78,6 +82,7 @@ impl Current {
             id: (meta.dev(), meta.ino()),
             offset: 0,
             seen: Vec::new(),
+            mtime_at_end: None,
         }))
     }
 }
@@ -200,18 +205,29 @@ impl Follower {
         let Some(current) = self.current.as_mut() else {
             return Ok(true);
         };
-        let len = current.file.metadata()?.len();
-        if len < current.offset || !current.still_there()? {
+        let meta = current.file.metadata()?;
+        let len = meta.len();
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        let rewritten = len == current.offset && current.mtime_at_end.is_some_and(|m| m != mtime);
+        if len < current.offset || rewritten || !current.still_there()? {
             // Truncated in place (copytruncate): everything from 0 is new, and the partial
             // line held back can never be completed.
             current.offset = 0;
             current.seen.clear();
+            current.mtime_at_end = None;
             self.lines.reset();
         }
         let mut read = 0u64;
         while read < MAX_READ_PER_POLL {
             let n = match current.file.read_at(&mut self.chunk, current.offset) {
-                Ok(0) => return Ok(true),
+                Ok(0) => {
+                    // At the end: remember when the file last changed, if nothing was
+                    // appended since this read.
+                    let meta = current.file.metadata()?;
+                    current.mtime_at_end =
+                        (meta.len() == current.offset).then(|| (meta.mtime(), meta.mtime_nsec()));
+                    return Ok(true);
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -362,6 +378,20 @@ mod tests {
             f.poll().unwrap(),
             ["a1", "a2", "a3", "unterminated", "b1", "b2"]
         );
+    }
+
+    #[test]
+    fn copytruncate_refilled_with_the_same_line_is_noticed() {
+        let dir = TempDir::new("same");
+        let path = dir.path("a.log");
+        std::fs::write(&path, "same line\n").unwrap();
+        let mut f = Follower::open(&path, false).unwrap();
+        assert_eq!(f.poll().unwrap(), vec!["same line"]);
+        // Let the clock move so that the rewrite gets another modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "same line\n").unwrap();
+        assert_eq!(f.poll().unwrap(), vec!["same line"]);
+        assert!(f.poll().unwrap().is_empty());
     }
 
     #[test]
