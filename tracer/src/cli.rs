@@ -55,6 +55,9 @@ impl WatchArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub watch: WatchArgs,
+    /// Read options from a TOML file (flags on the command line win).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Where to write JSON Lines records (`-` for stdout). Files are appended to.
     #[arg(long, short, default_value = "-")]
     pub output: PathBuf,

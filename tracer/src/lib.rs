@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod correlate;
 pub mod decode;
 pub mod names;

@@ -1,17 +1,21 @@
 //! The tracer daemon: loads the kernel programs and writes what they see.
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use tracer::{
     check,
     cli::{Cli, Command},
-    run,
+    config, run,
 };
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Check(watch) => match check::check(&watch) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -20,7 +24,16 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
-        Command::Run(args) => {
+        Command::Run(mut args) => {
+            if let Some(path) = args.config.clone() {
+                let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
+                let applied = config::load(&path)
+                    .and_then(|(cfg, text)| config::apply(&mut args, sub, cfg, &path, &text));
+                if let Err(e) = applied {
+                    eprintln!("tracer: bad configuration: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            }
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
