@@ -28,6 +28,8 @@ pub struct TracerRun {
     child: Option<Child>,
     /// Its JSON Lines output.
     pub output: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
 }
 
 impl TracerRun {
@@ -43,10 +45,14 @@ impl TracerRun {
                 bin.display()
             );
         }
+        // Each run gets its own control socket, so that runs never meet.
+        let socket = dir.join("tracer.sock");
         let child = Command::new(&bin)
             .arg("run")
             .arg("--output")
             .arg(&output)
+            .arg("--socket")
+            .arg(&socket)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -56,6 +62,7 @@ impl TracerRun {
         let mut run = Self {
             child: Some(child),
             output,
+            socket,
         };
         let started = wait_for(Duration::from_secs(20), || {
             if let Some(c) = run.child.as_mut()

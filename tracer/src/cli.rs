@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::source::accesslog::LogSpec;
 
+/// Where the daemon's control socket is, by default.
+pub const DEFAULT_SOCKET: &str = "/run/tracer/tracer.sock";
+
 /// Proxies watched when neither --comm nor --pid is given.
 pub const DEFAULT_COMMS: &[&str] = &[
     "nginx", "haproxy", "envoy", "caddy", "traefik", "apache2", "httpd",
@@ -83,6 +86,12 @@ pub struct RunArgs {
     /// haproxy or envoy. Repeatable. Rotation (rename or copytruncate) is followed.
     #[arg(long = "access-log", value_name = "PATH[:FORMAT]", value_parser = LogSpec::parse)]
     pub access_logs: Vec<LogSpec>,
+    /// Unix socket (mode 0600) from which `tracer live` reads the live records.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Do not open the control socket.
+    #[arg(long)]
+    pub no_socket: bool,
     /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
     pub ring_size: u32,

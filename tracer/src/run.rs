@@ -26,7 +26,11 @@ use crate::{
     decode::decode,
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, event_record, type_name},
-    sink::jsonl::{JsonlSink, Rotation},
+    sink::{
+        fanout::Fanout,
+        jsonl::{JsonlSink, Rotation},
+        socket::ControlSocket,
+    },
     source::{
         accesslog::{self, LogEntry, LogSpec},
         follow::Follower,
@@ -74,6 +78,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         gzip: args.rotate_gzip,
     };
     let mut sink = JsonlSink::open_rotating(&args.output, rotation)?;
+    let fanout = Fanout::new();
+    sink.attach(fanout.clone());
+    let _socket = if args.no_socket {
+        None
+    } else {
+        Some(ControlSocket::bind(&args.socket, fanout.clone())?)
+    };
     let mut ctx = RecordContext {
         clock: Clock::sample(),
         names: probes.names.clone(),

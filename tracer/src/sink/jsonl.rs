@@ -40,6 +40,8 @@ pub struct JsonlSink {
     size: u64,
     /// The compression of the last rotated file, still running.
     compressing: Option<std::thread::JoinHandle<()>>,
+    /// Live readers (control socket, in-process view) get every line too.
+    fanout: Option<super::fanout::Fanout>,
     /// Records that could not be written.
     pub write_errors: u64,
     /// Records written.
@@ -144,6 +146,7 @@ impl JsonlSink {
             rotation: Rotation::default(),
             size: 0,
             compressing: None,
+            fanout: None,
             write_errors: 0,
             written: 0,
         }
@@ -156,6 +159,11 @@ impl JsonlSink {
         if serde_json::to_writer(&mut self.line, record).is_err() {
             self.write_errors += 1;
             return;
+        }
+        if let Some(f) = &self.fanout
+            && let Ok(text) = std::str::from_utf8(&self.line)
+        {
+            f.publish(text);
         }
         self.line.push(b'\n');
         if let Some(max) = self.rotation.max_bytes
@@ -181,6 +189,11 @@ impl JsonlSink {
                 }
             }
         }
+    }
+
+    /// Sends every line written from now on to live readers as well.
+    pub fn attach(&mut self, fanout: super::fanout::Fanout) {
+        self.fanout = Some(fanout);
     }
 
     /// Reopens the output file (after logrotate moved it away, on SIGHUP).
