@@ -29,6 +29,34 @@ pub enum Command {
     Run(RunArgs),
     /// Check that this host can run the tracer: kernel, BTF, privileges, each hook.
     Check(WatchArgs),
+    /// Summarise trace files: verdicts by cause and upstream, latency, keep-alive races,
+    /// 5xx per minute. Plain or gzip files; rotated files are read oldest first.
+    Report(ReportArgs),
+}
+
+/// Options of `tracer report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Trace files (JSON Lines, plain or gzip).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Puts rotated files (`PATH.N`, `PATH.N.gz`) before the file they rotated from, oldest (highest
+/// N) first, so that a shell glob's order does not matter.
+pub fn oldest_first(mut files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let rank = |p: &PathBuf| -> u64 {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(name);
+        name.rsplit_once('.')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    files.sort_by_key(|p| std::cmp::Reverse(rank(p)));
+    files
 }
 
 /// Which processes to watch.
@@ -141,6 +169,17 @@ mod tests {
             panic!()
         };
         assert_eq!(w.effective_comms(), vec!["curl", "nginx"]);
+    }
+
+    #[test]
+    fn rotated_files_come_oldest_first() {
+        let given = ["t.jsonl", "t.jsonl.1.gz", "t.jsonl.3.gz", "t.jsonl.2.gz"];
+        let sorted = oldest_first(given.iter().map(PathBuf::from).collect());
+        let names: Vec<_> = sorted.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            vec!["t.jsonl.3.gz", "t.jsonl.2.gz", "t.jsonl.1.gz", "t.jsonl"]
+        );
     }
 
     #[test]

@@ -3,14 +3,12 @@
 use clap::{CommandFactory as _, FromArgMatches as _};
 use tracer::{
     check,
-    cli::{Cli, Command},
-    config, run,
+    cli::{self, Cli, Command},
+    config, report, run,
 };
 
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .target(env_logger::Target::Stderr)
-        .init();
+    tracer::logging::init();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -21,6 +19,20 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(msg) => {
                 eprintln!("tracer check: {msg}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Report(args) => match report::read(&cli::oldest_first(args.files)) {
+            Ok(r) if args.json => {
+                println!("{}", r.to_json());
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(r) => {
+                print!("{}", r.to_text());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracer report: {e}");
                 std::process::ExitCode::FAILURE
             }
         },
