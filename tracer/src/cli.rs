@@ -32,6 +32,16 @@ pub enum Command {
     /// Summarise trace files: verdicts by cause and upstream, latency, keep-alive races,
     /// 5xx per minute. Plain or gzip files; rotated files are read oldest first.
     Report(ReportArgs),
+    /// Live terminal view of a running daemon, read from its control socket.
+    Live(LiveArgs),
+}
+
+/// Options of `tracer live`.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// The daemon's control socket (its --socket).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// Options of `tracer report`.
@@ -120,6 +130,9 @@ pub struct RunArgs {
     /// Do not open the control socket.
     #[arg(long)]
     pub no_socket: bool,
+    /// Show the live terminal view while tracing (needs --output FILE); q stops the tracer.
+    #[arg(long)]
+    pub live: bool,
     /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
     pub ring_size: u32,

@@ -48,6 +48,9 @@ pub struct ConfigFile {
     rotate_gzip: Option<Spanned<bool>>,
     access_log: Option<Spanned<Vec<String>>>,
     ring_size: Option<Spanned<u32>>,
+    socket: Option<Spanned<PathBuf>>,
+    no_socket: Option<Spanned<bool>>,
+    live: Option<Spanned<bool>>,
 }
 
 /// Line number (from 1) of a byte offset.
@@ -149,6 +152,9 @@ pub fn apply(
             Err(format!("{ring_size} is not a power of two of at least 4096"))
         }
     });
+    take!("socket", "socket", args.socket, socket => Ok::<_, String>(socket));
+    take!("no_socket", "no_socket", args.no_socket, no_socket => Ok::<_, String>(no_socket));
+    take!("live", "live", args.live, live => Ok::<_, String>(live));
     Ok(())
 }
 
@@ -162,7 +168,10 @@ mod tests {
     fn run_with(argv: &[&str], toml_text: &str) -> Result<RunArgs, ConfigError> {
         let dir = std::env::temp_dir().join(format!("tracer-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("c{}.toml", argv.len() * 1000 + toml_text.len()));
+        // Tests run in parallel: every file gets a name of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("c{n}.toml"));
         std::fs::write(&path, toml_text).unwrap();
         let matches = Cli::command().get_matches_from(argv);
         let Command::Run(mut args) = Cli::from_arg_matches(&matches).unwrap().command else {
@@ -211,5 +220,36 @@ mod tests {
         assert_eq!((e.line, e.key.as_str()), (2, "rotate_keep"));
         let e = run_with(&["tracer", "run"], "output = [\n").unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn every_flag_has_a_key() {
+        let cmd = Cli::command();
+        let run = cmd.find_subcommand("run").unwrap();
+        for arg in run.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["config", "help", "version"].contains(&id) {
+                continue;
+            }
+            let key = match id {
+                "comms" => "comm",
+                "pids" => "pid",
+                "access_logs" => "access_log",
+                other => other,
+            };
+            // A table fits no option: the error must be about its type, not an unknown key.
+            let e = run_with(&["tracer", "run"], &format!("{key} = {{ x = 1 }}\n")).unwrap_err();
+            assert!(
+                !e.message.contains("unknown field"),
+                "--{id} has no key: {e}"
+            );
+        }
+        let a = run_with(
+            &["tracer", "run"],
+            "socket = \"/tmp/t.sock\"\nno_socket = true\nlive = true\n",
+        )
+        .unwrap();
+        assert_eq!(a.socket, PathBuf::from("/tmp/t.sock"));
+        assert!(a.no_socket && a.live);
     }
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod correlate;
 pub mod decode;
+pub mod live;
 pub mod logging;
 pub mod names;
 pub mod probe;

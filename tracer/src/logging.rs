@@ -5,7 +5,11 @@
 //! with a `<N>` syslog priority that journald turns into the entry's level, and carries no
 //! timestamp, since the journal adds its own.
 
-use std::fmt;
+use std::{
+    fmt,
+    io::{self, Write as _},
+    sync::Mutex,
+};
 
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent as _;
@@ -48,13 +52,69 @@ where
     }
 }
 
+/// Log output held back while the live view owns the terminal; `None` when lines go straight
+/// to stderr.
+static HELD: Mutex<Option<Held>> = Mutex::new(None);
+/// Bytes of log output held at most; later lines are counted, not kept.
+const HELD_MAX: usize = 1 << 20;
+
+struct Held {
+    text: Vec<u8>,
+    dropped: u64,
+}
+
+/// Where log lines go: stderr, or the held buffer while the live view is up.
+struct LogWriter;
+
+impl io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Ok(mut held) = HELD.lock()
+            && let Some(h) = held.as_mut()
+        {
+            if h.text.len() + buf.len() <= HELD_MAX {
+                h.text.extend_from_slice(buf);
+            } else {
+                h.dropped += 1;
+            }
+            return Ok(buf.len());
+        }
+        io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// Holds log lines back from stderr, where they would scribble over the live view.
+pub fn hold() {
+    if let Ok(mut held) = HELD.lock() {
+        held.get_or_insert(Held {
+            text: Vec::new(),
+            dropped: 0,
+        });
+    }
+}
+
+/// Writes the held log lines to stderr and sends new ones there again.
+pub fn release() {
+    let held = HELD.lock().ok().and_then(|mut h| h.take());
+    if let Some(h) = held {
+        let mut err = io::stderr().lock();
+        let _ = err.write_all(&h.text);
+        if h.dropped > 0 {
+            let _ = writeln!(err, "({} more log lines were dropped)", h.dropped);
+        }
+    }
+}
+
 /// Installs the subscriber; `RUST_LOG` overrides the default level (info).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter);
     // A second initialisation (tests) keeps the first subscriber.
     let _ = if journal {
         builder.event_format(Journald).try_init()

@@ -36,6 +36,19 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Live(args) => match runtime() {
+            Ok(rt) => match rt.block_on(tracer::live::attach(&args.socket)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tracer live: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("tracer: cannot start the runtime: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Run(mut args) => {
             if let Some(path) = args.config.clone() {
                 let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
@@ -46,17 +59,29 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             }
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            if args.live && args.output.as_os_str() == "-" {
+                eprintln!(
+                    "tracer: --live draws on the terminal, so the records need a file: add --output FILE"
+                );
+                return std::process::ExitCode::from(2);
+            }
+            if args.live && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                eprintln!(
+                    "tracer: --live needs a terminal on stdout; leave it off to trace without the view"
+                );
+                return std::process::ExitCode::from(2);
+            }
+            let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("tracer: cannot start the runtime: {e}");
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run::run(args)) {
+            let result = rt.block_on(run::run(args));
+            // Log lines held while the live view was up come out now, also after an error.
+            tracer::logging::release();
+            match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tracer: {e:#}");
@@ -65,4 +90,10 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

@@ -690,7 +690,7 @@ fn minute_text(minute: i64) -> String {
 
 /// Parses RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`) into nanoseconds since the Unix
 /// epoch. Fraction digits beyond nanoseconds are dropped.
-fn parse_rfc3339(s: &str) -> Option<i128> {
+pub fn parse_rfc3339(s: &str) -> Option<i128> {
     let b = s.as_bytes();
     let num = |from: usize, to: usize| -> Option<i64> {
         let digits = b.get(from..to)?;

@@ -126,6 +126,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
     sink.flush();
     log::info!("tracing; writing to {}", args.output.display());
+    // The view reads the same stream as the control socket, from this process.
+    let (live_stop, live_stop_rx) = tokio::sync::watch::channel(false);
+    let mut live_view = args.live.then(|| {
+        crate::logging::hold();
+        let source = crate::live::view::Source {
+            label: format!("writing {}", args.output.display()),
+        };
+        tokio::spawn(crate::live::show(
+            crate::live::from_fanout(&fanout),
+            source,
+            live_stop_rx,
+        ))
+    });
 
     let mut stats = Stats::default();
     let mut correlator = Correlator::new();
@@ -186,12 +199,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Err(e) => log::error!("reopening {} failed: {e}", args.output.display()),
                 }
             }
+            ended = async { live_view.as_mut().expect("guarded").await }, if live_view.is_some() => {
+                live_view = None;
+                match ended {
+                    Ok(Ok(())) => log::info!("live view closed: stopping"),
+                    Ok(Err(e)) => log::error!("live view failed, stopping: {e}"),
+                    Err(e) => log::error!("live view crashed, stopping: {e}"),
+                }
+                break;
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = &mut stop_at, if deadline.is_some() => break,
         }
     }
     logs_stop.store(true, Ordering::Relaxed);
+    // The terminal is given back before the last records are written.
+    let _ = live_stop.send(true);
+    if let Some(view) = live_view.take() {
+        let _ = view.await;
+    }
+    crate::logging::release();
     // Everything the kernel wrote before we stopped is still in the ring: read it all.
     drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
     for finding in correlator.flush() {

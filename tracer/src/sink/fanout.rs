@@ -20,6 +20,18 @@ const PER_READER: usize = 16_384;
 pub struct Fanout {
     tx: broadcast::Sender<Arc<str>>,
     recent: Arc<Mutex<VecDeque<Arc<str>>>>,
+    /// The `start` record and the latest `stats` record: a reader needs them for the tracer's
+    /// health however long ago they scrolled out of the recent records.
+    pinned: Arc<Mutex<[Option<Arc<str>>; 2]>>,
+}
+
+/// Records every new reader gets first.
+#[derive(Debug, Clone, Copy)]
+pub enum Pinned {
+    /// The `start` record: version, kernel, hooks.
+    Start = 0,
+    /// The latest `stats` record: counts, losses, uptime.
+    Stats = 1,
 }
 
 impl Default for Fanout {
@@ -35,12 +47,26 @@ impl Fanout {
         Self {
             tx,
             recent: Arc::new(Mutex::new(VecDeque::with_capacity(REPLAY))),
+            pinned: Arc::default(),
         }
+    }
+
+    /// Publishes one serialised record (without its newline), which new readers get first
+    /// until the next record of its kind.
+    pub fn publish_pinned(&self, kind: Pinned, line: &str) {
+        let line: Arc<str> = Arc::from(line);
+        if let Ok(mut pinned) = self.pinned.lock() {
+            pinned[kind as usize] = Some(line.clone());
+        }
+        self.publish_shared(line);
     }
 
     /// Publishes one serialised record (without its newline).
     pub fn publish(&self, line: &str) {
-        let line: Arc<str> = Arc::from(line);
+        self.publish_shared(Arc::from(line));
+    }
+
+    fn publish_shared(&self, line: Arc<str>) {
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() == REPLAY {
                 recent.pop_front();
@@ -54,12 +80,17 @@ impl Fanout {
     /// The recent records and a receiver for what follows, taken together so that nothing
     /// falls between them.
     pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
-        let recent = self
-            .recent
+        let mut first: Vec<Arc<str>> = self
+            .pinned
             .lock()
-            .map(|r| r.iter().cloned().collect())
+            .map(|p| p.iter().flatten().cloned().collect())
             .unwrap_or_default();
-        (recent, self.tx.subscribe())
+        // Both locks are held while subscribing, so that no record falls in between.
+        let recent = self.recent.lock();
+        if let Ok(r) = &recent {
+            first.extend(r.iter().cloned());
+        }
+        (first, self.tx.subscribe())
     }
 
     /// Writes the stream to `out` as JSON Lines until the stream ends or the writer fails.
@@ -125,5 +156,20 @@ mod tests {
         let (recent, _) = f.subscribe();
         assert_eq!(recent.len(), REPLAY);
         assert_eq!(&*recent[0], "10");
+    }
+
+    #[test]
+    fn start_and_latest_stats_outlive_the_replay() {
+        let f = Fanout::new();
+        f.publish_pinned(Pinned::Start, "start");
+        f.publish_pinned(Pinned::Stats, "stats 1");
+        f.publish_pinned(Pinned::Stats, "stats 2");
+        for i in 0..REPLAY {
+            f.publish(&i.to_string());
+        }
+        let (recent, _) = f.subscribe();
+        assert_eq!(recent.len(), REPLAY + 2);
+        assert_eq!((&*recent[0], &*recent[1]), ("start", "stats 2"));
+        assert_eq!(&*recent[2], "0");
     }
 }

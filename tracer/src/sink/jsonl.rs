@@ -163,7 +163,12 @@ impl JsonlSink {
         if let Some(f) = &self.fanout
             && let Ok(text) = std::str::from_utf8(&self.line)
         {
-            f.publish(text);
+            use super::fanout::Pinned;
+            match record.get("type").and_then(Value::as_str) {
+                Some("start") => f.publish_pinned(Pinned::Start, text),
+                Some("stats") => f.publish_pinned(Pinned::Stats, text),
+                _ => f.publish(text),
+            }
         }
         self.line.push(b'\n');
         if let Some(max) = self.rotation.max_bytes
