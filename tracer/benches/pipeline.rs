@@ -59,11 +59,26 @@ fn stream(requests: u64) -> Vec<Vec<u8>> {
         if i % 20 == 0 {
             out.push(bytes(&Record {
                 header: up(EventKind::ConnectFailed, ts + 100),
-                payload: ConnectFailed { errno: 111, source: FAIL_RST, ..Default::default() },
+                payload: ConnectFailed {
+                    errno: 111,
+                    source: FAIL_RST,
+                    ..Default::default()
+                },
             }));
             out.push(bytes(&Record {
-                header: header(EventKind::Response, ROLE_CLIENT, client, upstream, ts + 200, 8000),
-                payload: Response { status: 502, via: 2, _pad: [0; 5] },
+                header: header(
+                    EventKind::Response,
+                    ROLE_CLIENT,
+                    client,
+                    upstream,
+                    ts + 200,
+                    8000,
+                ),
+                payload: Response {
+                    status: 502,
+                    via: 2,
+                    _pad: [0; 5],
+                },
             }));
         } else {
             out.push(bytes(&Record {
@@ -72,11 +87,18 @@ fn stream(requests: u64) -> Vec<Vec<u8>> {
             }));
             out.push(bytes(&Record {
                 header: up(EventKind::Connected, ts + 100),
-                payload: Connected { latency_ns: 100, ..Default::default() },
+                payload: Connected {
+                    latency_ns: 100,
+                    ..Default::default()
+                },
             }));
             out.push(bytes(&Record {
                 header: up(EventKind::FirstByte, ts + 500),
-                payload: FirstByte { ttfb_ns: 400, request_no: 1, ..Default::default() },
+                payload: FirstByte {
+                    ttfb_ns: 400,
+                    request_no: 1,
+                    ..Default::default()
+                },
             }));
             out.push(bytes(&Record {
                 header: up(EventKind::Closed, ts + 600),
