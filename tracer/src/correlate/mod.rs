@@ -255,7 +255,7 @@ impl Correlator {
                 self.idle
                     .entry(raddr.clone())
                     .or_default()
-                    .closed_idle(p.exchange.idle_ns);
+                    .closed_idle(p.exchange.idle_ns, ev.header.ts_ns);
             }
             _ => {}
         }
