@@ -266,16 +266,87 @@ impl JsonlSink {
 
 impl Drop for JsonlSink {
     fn drop(&mut self) {
-        self.flush();
+        if let Err(e) = self.out.flush() {
+            // The disk is full or gone: what is still buffered is lost, and the file may end in
+            // the middle of a line. Cut it back to its last whole line, so that a clean stop
+            // never leaves half a record behind.
+            let lost = self.out.buffer().iter().filter(|&&b| b == b'\n').count();
+            self.write_errors += lost as u64;
+            log::error!("{lost} records could not be written at exit: {e}");
+            // Drop the buffer unwritten: BufWriter's own drop would try again, and once the
+            // cut below frees space, append the rest of a line whose start was cut away.
+            let out = std::mem::replace(
+                &mut self.out,
+                BufWriter::new(Box::new(io::sink()) as Box<dyn Write + Send>),
+            );
+            drop(out.into_parts());
+            if let Some(path) = &self.path
+                && let Err(e) = cut_to_last_line(path)
+            {
+                log::error!("{} may end with a partial line: {e}", path.display());
+            }
+        }
         if let Some(h) = self.compressing.take() {
             let _ = h.join();
         }
     }
 }
 
+/// Truncates `path` after its last newline. Only the file's tail is read.
+fn cut_to_last_line(path: &Path) -> io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                f.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    // No newline at all: not one whole record.
+    f.set_len(0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_cut_line_is_removed() {
+        let dir = std::env::temp_dir().join(format!("tracer-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":2}\n{\"c\"").unwrap();
+        super::cut_to_last_line(&p).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        super::cut_to_last_line(&p).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        // A tail longer than one read chunk.
+        let long = format!("{{\"a\":1}}\n{}", "x".repeat(200_000));
+        std::fs::write(&p, long).unwrap();
+        super::cut_to_last_line(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        std::fs::write(&p, "partial").unwrap();
+        super::cut_to_last_line(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     use serde_json::json;
 
