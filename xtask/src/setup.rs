@@ -14,7 +14,7 @@ use crate::cmd::{self, is_root, probe, probe_any_status, render};
 /// Debian packages the integration tests and the demo rely on.
 const PACKAGES: &[&str] = &[
     "nginx", "haproxy", "iproute2", "nftables", "curl", "bpftool", "wrk", "tmux", "python3",
-    "procps",
+    "procps", "tcpdump",
 ];
 
 /// Packages that ship a system service which would otherwise keep port 80 busy.

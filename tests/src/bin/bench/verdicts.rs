@@ -1,0 +1,280 @@
+//! Verdict delay: how long after a proxy wrote a 5xx its verdict reached a reader of the
+//! tracer's control socket. A verdict's `time` is its response's time (the kernel's timestamp
+//! of the write(), see docs/trace-format.md), so the delay is the moment the verdict line
+//! arrived here minus that time, both on the wall clock.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    io::{BufRead as _, BufReader},
+    os::unix::net::UnixStream,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::report::percentile;
+
+/// A verdict line and when it arrived, in wall-clock nanoseconds.
+struct Arrival {
+    at_ns: i128,
+    line: String,
+}
+
+/// Reads the control socket on its own thread until stopped.
+pub struct VerdictReader {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Collected>,
+}
+
+#[derive(Default)]
+struct Collected {
+    verdicts: Vec<Arrival>,
+    /// `(time, client)` of every `response` record, to check each verdict against its response.
+    responses: HashSet<(String, String)>,
+    lagged: u64,
+}
+
+impl VerdictReader {
+    /// Connects to the tracer's control socket and starts reading.
+    pub fn connect(socket: &Path) -> anyhow::Result<Self> {
+        let stream = UnixStream::connect(socket)
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        // Bounded reads, so that the stop flag is seen even when the stream goes quiet.
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("verdict-reader".into())
+            .spawn(move || read_stream(stream, &flag))?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops reading and computes the delays.
+    pub fn finish(self) -> VerdictDelays {
+        self.stop.store(true, Ordering::Relaxed);
+        let collected = self.thread.join().unwrap_or_default();
+        VerdictDelays::from_collected(collected)
+    }
+}
+
+fn read_stream(stream: UnixStream, stop: &AtomicBool) -> Collected {
+    let mut out = Collected::default();
+    let mut reader = BufReader::with_capacity(1 << 20, stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line.ends_with('\n') => {
+                let at_ns = wall_now_ns();
+                // Only the few record types of interest are parsed.
+                if line.contains("\"type\":\"verdict\"") {
+                    out.verdicts.push(Arrival {
+                        at_ns,
+                        line: std::mem::take(&mut line),
+                    });
+                } else if line.contains("\"type\":\"response\"") {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        out.responses
+                            .insert((str_of(&v, "time"), str_of(&v, "raddr")));
+                    }
+                } else if line.contains("\"type\":\"lagged\"") {
+                    out.lagged += serde_json::from_str::<Value>(&line)
+                        .ok()
+                        .and_then(|v| v["missed"].as_u64())
+                        .unwrap_or(0);
+                }
+                line.clear();
+            }
+            // A partial line stays in `line`; the next read appends to it.
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_string()
+}
+
+fn wall_now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// The measured delays.
+#[derive(Debug, Default)]
+pub struct VerdictDelays {
+    /// Delay of each verdict with `source` `kernel`, in milliseconds.
+    pub delays_ms: Vec<f64>,
+    /// Kernel verdicts whose `time` and `client` equal a `response` record's.
+    pub matched_to_response: usize,
+    /// Verdicts by cause.
+    pub causes: BTreeMap<String, u64>,
+    /// Delays of kernel verdicts by cause, in milliseconds.
+    pub delays_by_cause_ms: BTreeMap<String, Vec<f64>>,
+    /// Records the socket reported as missed by this reader.
+    pub lagged: u64,
+}
+
+impl VerdictDelays {
+    fn from_collected(c: Collected) -> Self {
+        let mut out = Self {
+            lagged: c.lagged,
+            ..Self::default()
+        };
+        for a in &c.verdicts {
+            let Ok(v) = serde_json::from_str::<Value>(&a.line) else {
+                continue;
+            };
+            let cause = str_of(&v, "cause");
+            *out.causes.entry(cause.clone()).or_default() += 1;
+            // Access-log verdicts are dated when their line was read, not by a response.
+            if v["source"] != "kernel" {
+                continue;
+            }
+            let time = str_of(&v, "time");
+            let Some(t) = parse_rfc3339_ns(&time) else {
+                continue;
+            };
+            if c.responses.contains(&(time, str_of(&v, "client"))) {
+                out.matched_to_response += 1;
+            }
+            let delay_ms = (a.at_ns - t) as f64 / 1e6;
+            out.delays_ms.push(delay_ms);
+            out.delays_by_cause_ms
+                .entry(cause)
+                .or_default()
+                .push(delay_ms);
+        }
+        out.delays_ms.sort_by(f64::total_cmp);
+        for d in out.delays_by_cause_ms.values_mut() {
+            d.sort_by(f64::total_cmp);
+        }
+        out
+    }
+
+    /// The summary for the report.
+    pub fn json(&self) -> Value {
+        let dist = |d: &[f64]| {
+            json!({
+                "p50": percentile(d, 50.0),
+                "p90": percentile(d, 90.0),
+                "p99": percentile(d, 99.0),
+                "max": d.last().copied(),
+            })
+        };
+        json!({
+            "verdicts": self.causes.values().sum::<u64>(),
+            "kernel_verdicts": self.delays_ms.len(),
+            "matched_to_response": self.matched_to_response,
+            "causes": self.causes,
+            "lagged": self.lagged,
+            "delay_ms": dist(&self.delays_ms),
+            "delay_ms_by_cause": self.delays_by_cause_ms
+                .iter()
+                .map(|(cause, d)| (cause.clone(), dist(d)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+/// Nanoseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the tracer's format.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
+    };
+    let secs = days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(secs as i128 * 1_000_000_000 + nanos)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_unix_nanoseconds() {
+        assert_eq!(
+            parse_rfc3339_ns("1970-01-01T00:00:01.000001000Z"),
+            Some(1_000_001_000)
+        );
+        // date -d 2026-11-24T13:13:47Z +%s
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-24T13:13:47.872399093Z"),
+            Some(1_795_526_027_872_399_093)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-11-24T13:13:47Z"),
+            Some(1_795_526_027_000_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("2026-11-24 13:13:47Z"), None);
+    }
+
+    #[test]
+    fn delays_from_arrivals() {
+        let verdict = |time: &str, source: &str| {
+            format!(
+                "{{\"type\":\"verdict\",\"time\":\"{time}\",\"client\":\"10.0.0.2:5\",\"cause\":\"connect_refused\",\"source\":\"{source}\"}}\n"
+            )
+        };
+        let t0 = parse_rfc3339_ns("2026-11-24T13:00:00Z").unwrap();
+        let collected = Collected {
+            verdicts: vec![
+                Arrival {
+                    at_ns: t0 + 2_000_000,
+                    line: verdict("2026-11-24T13:00:00Z", "kernel"),
+                },
+                Arrival {
+                    at_ns: t0 + 9_000_000,
+                    line: verdict("2026-11-24T13:00:00.001Z", "kernel"),
+                },
+                Arrival {
+                    at_ns: t0,
+                    line: verdict("2026-11-24T12:59:00Z", "access_log"),
+                },
+            ],
+            responses: [("2026-11-24T13:00:00Z".to_string(), "10.0.0.2:5".to_string())].into(),
+            lagged: 0,
+        };
+        let d = VerdictDelays::from_collected(collected);
+        assert_eq!(d.delays_ms, vec![2.0, 8.0]);
+        assert_eq!(d.matched_to_response, 1);
+        assert_eq!(d.causes["connect_refused"], 3);
+    }
+}
