@@ -128,17 +128,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     log::info!("tracing; writing to {}", args.output.display());
     // The view reads the same stream as the control socket, from this process.
     let (live_stop, live_stop_rx) = tokio::sync::watch::channel(false);
-    let mut live_view = args.live.then(|| {
+    let mut live_view = if args.live {
         crate::logging::hold();
         let source = crate::live::view::Source {
             label: format!("writing {}", args.output.display()),
         };
-        tokio::spawn(crate::live::show(
-            crate::live::from_fanout(&fanout),
-            source,
-            live_stop_rx,
-        ))
-    });
+        Some(crate::live::spawn(fanout.clone(), source, live_stop_rx)?)
+    } else {
+        None
+    };
 
     let mut stats = Stats::default();
     let mut correlator = Correlator::new();
@@ -204,7 +202,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 match ended {
                     Ok(Ok(())) => log::info!("live view closed: stopping"),
                     Ok(Err(e)) => log::error!("live view failed, stopping: {e}"),
-                    Err(e) => log::error!("live view crashed, stopping: {e}"),
+                    Err(_) => log::error!("live view crashed, stopping"),
                 }
                 break;
             }

@@ -133,6 +133,30 @@ pub fn from_fanout(fanout: &Fanout) -> mpsc::Receiver<Feed> {
     rx
 }
 
+/// Runs the view of this process's records on a thread of its own, so that parsing records
+/// and drawing never delay the ring-buffer reader. The receiver gets the view's result when
+/// it has ended and given the terminal back; it is closed without one if the view panicked.
+pub fn spawn(
+    fanout: Fanout,
+    source: Source,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<Result<(), LiveError>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("live-view".into())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async { show(from_fanout(&fanout), source, stop).await }),
+                Err(e) => Err(LiveError::Terminal(e)),
+            };
+            let _ = tx.send(result);
+        })?;
+    Ok(rx)
+}
+
 /// Reads keys on a thread of its own (the terminal read blocks) until `done`.
 fn key_reader(done: Arc<AtomicBool>) -> mpsc::Receiver<Option<KeyEvent>> {
     let (tx, rx) = mpsc::channel(64);
