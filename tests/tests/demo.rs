@@ -93,6 +93,7 @@ fn demo_live_view_quits_on_ctrl_c_and_cleans_up() -> anyhow::Result<()> {
     let session = "tracer-demo-test";
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", session])
+        .stderr(std::process::Stdio::null())
         .status();
     let cmd = format!(
         "TRACER_BIN={} {DEMO} --phase-seconds 2; echo DEMO-EXIT=$?; sleep 60",
@@ -165,6 +166,7 @@ fn demo_live_view_quits_on_ctrl_c_and_cleans_up() -> anyhow::Result<()> {
     })();
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", session])
+        .stderr(std::process::Stdio::null())
         .status();
     result
 }

@@ -24,6 +24,7 @@ impl Tmux {
     fn start(name: &str, command: &str) -> anyhow::Result<Self> {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", name])
+            .stderr(std::process::Stdio::null())
             .status();
         let status = Command::new("tmux")
             .args([
@@ -81,6 +82,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
