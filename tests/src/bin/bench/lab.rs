@@ -222,6 +222,21 @@ impl BenchLab {
             .with_context(|| format!("curl printed {code:?}"))
     }
 
+    /// CPU seconds (user + system) the proxy's processes used so far: its master and workers.
+    /// Syscall hooks and probes run in the proxy's own context, so the kernel side of the
+    /// tracer shows up here, as CPU time per request.
+    pub fn proxy_cpu_seconds(&self) -> f64 {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.proxy_pid))
+                .unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .chain([self.proxy_pid])
+            .filter_map(crate::host::cpu_seconds)
+            .sum()
+    }
+
     /// Empties the proxy's access log, so that it does not grow over the whole bench. nginx
     /// writes with O_APPEND, so it carries on at the new end.
     pub fn truncate_access_log(&self) -> anyhow::Result<()> {

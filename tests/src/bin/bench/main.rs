@@ -313,9 +313,11 @@ fn measure_with<T>(
     };
     let warmup = wrk::run(&bench.lab.cl, &url, &load(plan.warmup))?;
     let cpu_before = observer.cpu_seconds();
+    let proxy_before = bench.proxy_cpu_seconds();
     let cpus_before = host::CpuTimes::sample();
     let result = wrk::run(&bench.lab.cl, &url, &load(plan.duration))?;
     let cpus = cpus_before.busy_pct_until(&host::CpuTimes::sample());
+    let proxy_cpu_s = bench.proxy_cpu_seconds() - proxy_before;
     let observer_cpu_s = observer.cpu_seconds().zip(cpu_before).map(|(b, a)| b - a);
     let end = observer.stop(keep_output)?;
     if result.requests == 0 {
@@ -334,6 +336,7 @@ fn measure_with<T>(
             stats: end.stats,
             tcpdump_dropped: end.tcpdump_dropped,
             output_bytes: end.output_bytes,
+            proxy_cpu_s,
             cpu_busy_pct: cpus,
             background_busy_pct,
             foreign_bpf_programs,

@@ -22,6 +22,8 @@ pub struct Run {
     pub stats: Option<Value>,
     pub tcpdump_dropped: Option<u64>,
     pub output_bytes: u64,
+    /// The proxy's CPU (master and worker) during the measured window.
+    pub proxy_cpu_s: f64,
     /// How busy each CPU was during the measured window.
     pub cpu_busy_pct: Vec<f64>,
     /// How busy the host was just before the run, with nothing of the bench running.
@@ -56,6 +58,11 @@ impl Run {
             .map(|cpu| cpu * 100_000.0 / self.wrk.requests.max(1) as f64)
     }
 
+    /// The proxy's CPU microseconds per request, kernel time in its syscalls included.
+    pub fn proxy_us_per_request(&self) -> f64 {
+        self.proxy_cpu_s * 1e6 / self.wrk.requests.max(1) as f64
+    }
+
     /// The run as JSON.
     pub fn json(&self) -> Value {
         json!({
@@ -74,6 +81,11 @@ impl Run {
                 "lost": self.lost(),
                 "output_bytes": self.output_bytes,
                 "stats": self.stats,
+            },
+            "proxy": {
+                "cpu_s": self.proxy_cpu_s,
+                "cpu_share": self.proxy_cpu_s / self.wrk.seconds.max(1e-9),
+                "us_per_request": self.proxy_us_per_request(),
             },
             "cpu_busy_pct": self.cpu_busy_pct,
             "background_busy_pct": self.background_busy_pct,
@@ -115,6 +127,8 @@ pub struct Summary {
     pub rps_ratio: Option<f64>,
     pub p99_ratio: Option<f64>,
     pub cpu_s_per_100k: Option<f64>,
+    /// Median of the proxy's CPU microseconds per request.
+    pub proxy_us_per_request: Option<f64>,
     /// The largest peak RSS of any round.
     pub peak_rss_mib: Option<f64>,
     pub events_per_s: Option<f64>,
@@ -140,6 +154,7 @@ pub fn summarise(runs: &[Run], mode: Mode) -> Vec<(Config, Summary)> {
                 rps_ratio: rps.zip(base_rps).map(|(x, b)| x / b),
                 p99_ratio: p99.zip(base_p99).map(|(x, b)| x / b),
                 cpu_s_per_100k: median(of(c).filter_map(Run::cpu_s_per_100k)),
+                proxy_us_per_request: median(of(c).map(Run::proxy_us_per_request)),
                 peak_rss_mib: of(c).filter_map(|r| r.peak_rss_mib).reduce(f64::max),
                 events_per_s: median(of(c).filter_map(Run::events_per_s)),
                 lost: (!lost.is_empty()).then(|| lost.iter().sum()),
@@ -159,6 +174,7 @@ impl Summary {
             "rps_ratio_to_a": self.rps_ratio,
             "p99_ratio_to_a": self.p99_ratio,
             "observer_cpu_s_per_100k_requests_median": self.cpu_s_per_100k,
+            "proxy_cpu_us_per_request_median": self.proxy_us_per_request,
             "observer_peak_rss_mib_max": self.peak_rss_mib,
             "events_per_s_median": self.events_per_s,
             "lost_total": self.lost,
@@ -274,13 +290,14 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 /// The comparison table, one line per mode and configuration.
 pub fn print_table(summaries: &[(Mode, Vec<(Config, Summary)>)]) {
     println!(
-        "\n{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9} {:>10} {:>6}",
+        "\n{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
         "mode",
         "configuration",
         "req/s",
         "p99 ms",
         "req÷A",
         "p99÷A",
+        "nginx µs",
         "CPU s/100k",
         "RSS MiB",
         "events/s",
@@ -289,13 +306,14 @@ pub fn print_table(summaries: &[(Mode, Vec<(Config, Summary)>)]) {
     for (mode, rows) in summaries {
         for (c, s) in rows {
             println!(
-                "{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>11} {:>9} {:>10} {:>6}",
+                "{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
                 mode.name(),
                 format!("{} {}", c.id(), c.describe()),
                 num(s.rps, 0),
                 num(s.p99_ms, 2),
                 num(s.rps_ratio, 3),
                 num(s.p99_ratio, 3),
+                num(s.proxy_us_per_request, 1),
                 num(s.cpu_s_per_100k, 3),
                 num(s.peak_rss_mib, 1),
                 num(s.events_per_s, 0),
