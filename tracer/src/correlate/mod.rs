@@ -26,6 +26,11 @@ const EVIDENCE_PER_CONN: usize = 24;
 const CLOSED_GRACE_NS: u64 = 30_000_000_000;
 /// Responses without a linked upstream may be explained by a same-process failure this recent.
 const FALLBACK_WINDOW_NS: u64 = 2_000_000_000;
+/// How long a connection that closed without a failure stays available: long enough for the
+/// proxy to write the response that follows its close (nginx closes the upstream before it
+/// answers with the upstream's own 502), short enough that a proxy opening thousands of
+/// connections a second does not fill memory with healthy ones.
+const QUIET_GRACE_NS: u64 = 2_000_000_000;
 /// Upstream connections remembered at once; the oldest are forgotten first.
 const MAX_CONNS: usize = 65_536;
 /// How long a response with no failure on its linked upstream waits for one: HAProxy writes
@@ -109,6 +114,14 @@ pub struct Correlator {
     recent: log::RecentVerdicts,
     /// Failures (connection key, time) already used by access-log-only verdicts.
     log_claimed: VecDeque<(u64, u64)>,
+    /// Connections that closed with nothing a verdict could use, with their close time,
+    /// oldest first: they are forgotten after `QUIET_GRACE_NS`.
+    quiet_closed: VecDeque<(u64, u64)>,
+}
+
+/// Whether a verdict can rest on this event: a failure, or a sign of packet loss.
+fn is_evidence(ev: &Event) -> bool {
+    is_failure(ev) || matches!(ev.payload, Payload::Retransmit(_) | Payload::Drop(_))
 }
 
 fn conn_key(ev: &Event) -> u64 {
@@ -291,7 +304,16 @@ impl Correlator {
         }
         if let Payload::Closed(_) = ev.payload {
             conn.closed_ns = Some(ev.header.ts_ns);
+            if !conn.evidence.iter().any(is_evidence) {
+                self.quiet_closed.push_back((key, ev.header.ts_ns));
+            }
         } else {
+            // Only the latest first byte matters: on a long keep-alive connection the others
+            // would push its failures out of the bounded evidence.
+            if let Payload::FirstByte(_) = ev.payload {
+                conn.evidence
+                    .retain(|e| !matches!(e.payload, Payload::FirstByte(_)));
+            }
             if conn.evidence.len() == EVIDENCE_PER_CONN {
                 conn.evidence.pop_front();
             }
@@ -312,6 +334,19 @@ impl Correlator {
 
     /// Forgets closed connections past their grace period and the oldest beyond the bound.
     fn expire(&mut self, now_ns: u64) {
+        while let Some(&(k, closed)) = self.quiet_closed.front() {
+            if now_ns.saturating_sub(closed) <= QUIET_GRACE_NS {
+                break;
+            }
+            self.quiet_closed.pop_front();
+            if self
+                .conns
+                .get(&k)
+                .is_some_and(|c| c.closed_ns == Some(closed))
+            {
+                self.conns.remove(&k);
+            }
+        }
         while self.order.len() > MAX_CONNS {
             if let Some(k) = self.order.pop_front() {
                 self.conns.remove(&k);

@@ -363,3 +363,50 @@ fn a_log_line_is_linked_to_the_kernel_verdict_it_describes() {
         other => panic!("expected a match, got {other:?}"),
     }
 }
+
+#[test]
+fn memory_stays_bounded_under_healthy_traffic() {
+    use tracer_common::event::{Closed, Connected};
+    let mut c = Correlator::new();
+    // 100,000 short healthy connections, 10 per millisecond of event time.
+    for i in 0..100_000u64 {
+        let (cookie, client, t) = (i + 1, 1_000_000 + i, i / 10);
+        c.on_event(&up(
+            Payload::Connected(Connected::default()),
+            cookie,
+            client,
+            t,
+        ));
+        c.on_event(&up(
+            Payload::FirstByte(FirstByte {
+                request_no: 1,
+                ..Default::default()
+            }),
+            cookie,
+            client,
+            t,
+        ));
+        c.on_event(&up(Payload::Closed(Closed::default()), cookie, client, t));
+    }
+    // At 10,000 connections/s, the last 2 s of healthy connections at most.
+    assert!(c.conns() <= 21_000, "{} connections remembered", c.conns());
+    // One keep-alive connection serving 10,000 requests keeps one first byte, and its failure.
+    for n in 0..10_000u64 {
+        c.on_event(&up(
+            Payload::FirstByte(FirstByte {
+                request_no: n as u32 + 1,
+                ..Default::default()
+            }),
+            7,
+            8,
+            20_000 + n,
+        ));
+    }
+    let reset = Reset {
+        exchange: exchange(10_000, true, 0, 1),
+        ..Default::default()
+    };
+    c.on_event(&up(Payload::ResetReceived(reset), 7, 8, 30_001));
+    let conn = c.conns.get(&7).expect("kept");
+    assert_eq!(conn.evidence.len(), 2, "{:?}", conn.evidence);
+}
