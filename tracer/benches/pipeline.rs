@@ -5,7 +5,14 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tracer::{correlate::Correlator, decode::decode};
+use tracer::{
+    clock::Clock,
+    correlate::Correlator,
+    decode::decode,
+    names::ReasonNames,
+    record::{RecordContext, event_record, write_event_record},
+    sink::{fanout::Fanout, jsonl::JsonlSink},
+};
 use tracer_common::{
     event::{
         Accepted, Closed, ConnectFailed, ConnectStart, Connected, EventHeader, EventKind, FAIL_RST,
@@ -131,6 +138,50 @@ fn pipeline(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         );
+    });
+    g.finish();
+
+    // What each event costs on its way to the trace file: the record written straight as JSON
+    // text (the daemon's path) against building a serde_json map first.
+    let decoded: Vec<_> = events.iter().map(|e| decode(e).expect("valid")).collect();
+    let ctx = RecordContext {
+        clock: Clock::sample(),
+        names: ReasonNames::new(&[], &[]),
+    };
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(decoded.len() as u64));
+    g.bench_function("write_event_record", |b| {
+        let mut line = Vec::with_capacity(512);
+        b.iter(|| {
+            let mut n = 0;
+            for ev in &decoded {
+                line.clear();
+                write_event_record(black_box(ev), &ctx, &mut line);
+                n += line.len();
+            }
+            black_box(n)
+        });
+    });
+    g.bench_function("event_record_map", |b| {
+        let mut line = Vec::with_capacity(512);
+        b.iter(|| {
+            let mut n = 0;
+            for ev in &decoded {
+                line.clear();
+                serde_json::to_writer(&mut line, &event_record(black_box(ev), &ctx)).unwrap();
+                n += line.len();
+            }
+            black_box(n)
+        });
+    });
+    g.bench_function("sink_with_fanout", |b| {
+        let mut sink = JsonlSink::new(Box::new(std::io::sink()));
+        sink.attach(Fanout::new());
+        b.iter(|| {
+            for ev in &decoded {
+                sink.write_with(|line| write_event_record(black_box(ev), &ctx, line));
+            }
+        });
     });
     g.finish();
 }

@@ -25,7 +25,7 @@ use crate::{
     correlate::{Correlator, Finding, LogFinding},
     decode::decode,
     probe::{KernelCounters, LoadOptions, Probes},
-    record::{RecordContext, event_record, type_name},
+    record::{RecordContext, type_name, write_event_record},
     sink::{
         fanout::Fanout,
         jsonl::{JsonlSink, Rotation},
@@ -249,7 +249,7 @@ fn drain(
             Ok(ev) => {
                 stats.events += 1;
                 *stats.by_type.entry(type_name(&ev.payload)).or_default() += 1;
-                sink.write(&event_record(&ev, ctx));
+                sink.write_with(|line| write_event_record(&ev, ctx, line));
                 for finding in correlator.on_event(&ev) {
                     write_finding(&finding, sink, ctx, stats);
                 }

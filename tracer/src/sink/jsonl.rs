@@ -9,6 +9,8 @@ use std::{
 
 use serde_json::Value;
 
+use super::fanout::Pinned;
+
 /// Why the output could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open trace output {path}: {source} (check the directory exists and is writable)")]
@@ -160,14 +162,30 @@ impl JsonlSink {
             self.write_errors += 1;
             return;
         }
+        let pinned = match record.get("type").and_then(Value::as_str) {
+            Some("start") => Some(Pinned::Start),
+            Some("stats") => Some(Pinned::Stats),
+            _ => None,
+        };
+        self.commit(pinned);
+    }
+
+    /// Appends one record that `fill` writes as JSON text (without its newline): the path of
+    /// event records, which skips building a `Value`.
+    pub fn write_with(&mut self, fill: impl FnOnce(&mut Vec<u8>)) {
+        self.line.clear();
+        fill(&mut self.line);
+        self.commit(None);
+    }
+
+    /// Publishes the serialised line in `self.line` and writes it to the file.
+    fn commit(&mut self, pinned: Option<Pinned>) {
         if let Some(f) = &self.fanout
             && let Ok(text) = std::str::from_utf8(&self.line)
         {
-            use super::fanout::Pinned;
-            match record.get("type").and_then(Value::as_str) {
-                Some("start") => f.publish_pinned(Pinned::Start, text),
-                Some("stats") => f.publish_pinned(Pinned::Stats, text),
-                _ => f.publish(text),
+            match pinned {
+                Some(kind) => f.publish_pinned(kind, text),
+                None => f.publish(text),
             }
         }
         self.line.push(b'\n');
