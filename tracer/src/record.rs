@@ -48,6 +48,12 @@ pub enum Field {
     Bool(bool),
     Static(&'static str),
     Text(String),
+    /// An address, written `ip:port` (nothing in it needs escaping).
+    Addr(std::net::SocketAddr),
+    /// A kernel `comm`, NUL-padded, possibly not UTF-8.
+    Comm([u8; 16]),
+    /// A monotonic timestamp, written as RFC 3339 wall-clock time.
+    Time(u64),
 }
 
 /// Microseconds with nanosecond precision, as a JSON number.
@@ -66,24 +72,109 @@ fn failure_cause(source: u8) -> &'static str {
     }
 }
 
+/// The keys of event records, declared in the byte order of their names, which is the order
+/// serde_json's map writes them in: sorting fields by key is then an integer sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Key {
+    AwaitingResponse,
+    BytesReceived,
+    BytesSent,
+    Cause,
+    Comm,
+    Cookie,
+    Direction,
+    DurationUs,
+    Errno,
+    Error,
+    Fd,
+    IdleUs,
+    Laddr,
+    LatencyUs,
+    Location,
+    Peer,
+    Pid,
+    Raddr,
+    Reason,
+    RequestAgeUs,
+    RequestBytes,
+    RequestNo,
+    Requests,
+    Role,
+    SrttUs,
+    State,
+    Status,
+    SynRetransmits,
+    Tid,
+    Time,
+    Total,
+    TotalRetrans,
+    TtfbUs,
+    Type,
+    Via,
+}
+
+impl Key {
+    /// The key as written.
+    fn name(self) -> &'static str {
+        match self {
+            Key::AwaitingResponse => "awaiting_response",
+            Key::BytesReceived => "bytes_received",
+            Key::BytesSent => "bytes_sent",
+            Key::Cause => "cause",
+            Key::Comm => "comm",
+            Key::Cookie => "cookie",
+            Key::Direction => "direction",
+            Key::DurationUs => "duration_us",
+            Key::Errno => "errno",
+            Key::Error => "error",
+            Key::Fd => "fd",
+            Key::IdleUs => "idle_us",
+            Key::Laddr => "laddr",
+            Key::LatencyUs => "latency_us",
+            Key::Location => "location",
+            Key::Peer => "peer",
+            Key::Pid => "pid",
+            Key::Raddr => "raddr",
+            Key::Reason => "reason",
+            Key::RequestAgeUs => "request_age_us",
+            Key::RequestBytes => "request_bytes",
+            Key::RequestNo => "request_no",
+            Key::Requests => "requests",
+            Key::Role => "role",
+            Key::SrttUs => "srtt_us",
+            Key::State => "state",
+            Key::Status => "status",
+            Key::SynRetransmits => "syn_retransmits",
+            Key::Tid => "tid",
+            Key::Time => "time",
+            Key::Total => "total",
+            Key::TotalRetrans => "total_retrans",
+            Key::TtfbUs => "ttfb_us",
+            Key::Type => "type",
+            Key::Via => "via",
+        }
+    }
+}
+
 /// The fields of an event record, at most this many.
 const MAX_FIELDS: usize = 24;
 
 /// The fields of one event record, in no particular order.
-struct Fields(Vec<(&'static str, Field)>);
+struct Fields(Vec<(Key, Field)>);
 
 impl Fields {
-    fn put(&mut self, key: &'static str, v: Field) {
+    fn put(&mut self, key: Key, v: Field) {
         self.0.push((key, v));
     }
 }
 
 fn exchange_fields(m: &mut Fields, x: &Exchange) {
-    m.put("awaiting_response", Field::Bool(x.awaiting_response != 0));
-    m.put("requests", Field::U64(x.requests.into()));
-    m.put("idle_us", us(x.idle_ns));
-    m.put("request_age_us", us(x.request_age_ns));
-    m.put("bytes_received", Field::U64(x.bytes_received));
+    m.put(Key::AwaitingResponse, Field::Bool(x.awaiting_response != 0));
+    m.put(Key::Requests, Field::U64(x.requests.into()));
+    m.put(Key::IdleUs, us(x.idle_ns));
+    m.put(Key::RequestAgeUs, us(x.request_age_ns));
+    m.put(Key::BytesReceived, Field::U64(x.bytes_received));
 }
 
 fn via_name(via: u8) -> &'static str {
@@ -118,94 +209,133 @@ pub fn event_time_ns(ev: &Event) -> u64 {
 fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
     let h = &ev.header;
     let mut m = Fields(Vec::with_capacity(MAX_FIELDS));
-    m.put("type", Field::Static(type_name(&ev.payload)));
-    m.put("time", Field::Text(ctx.clock.rfc3339(event_time_ns(ev))));
-    m.put("pid", Field::U64(h.tgid.into()));
-    m.put("tid", Field::U64(h.tid.into()));
-    m.put("comm", Field::Text(comm_str(&h.comm)));
+    m.put(Key::Type, Field::Static(type_name(&ev.payload)));
+    m.put(Key::Time, Field::Time(event_time_ns(ev)));
+    m.put(Key::Pid, Field::U64(h.tgid.into()));
+    m.put(Key::Tid, Field::U64(h.tid.into()));
+    m.put(Key::Comm, Field::Comm(h.comm));
     let (l, r) = addrs(&h.tuple);
-    m.put("laddr", Field::Text(l.to_string()));
-    m.put("raddr", Field::Text(r.to_string()));
+    m.put(Key::Laddr, Field::Addr(l));
+    m.put(Key::Raddr, Field::Addr(r));
     let role = match h.role {
         ROLE_UPSTREAM => "upstream",
         ROLE_CLIENT => "client",
         _ => "unknown",
     };
-    m.put("role", Field::Static(role));
+    m.put(Key::Role, Field::Static(role));
     if h.cookie != 0 {
-        m.put("cookie", Field::U64(h.cookie));
+        m.put(Key::Cookie, Field::U64(h.cookie));
     }
     if h.peer != 0 {
-        m.put("peer", Field::U64(h.peer));
+        m.put(Key::Peer, Field::U64(h.peer));
     }
     match ev.payload {
         Payload::ConnectStart(_) => {}
         Payload::Connected(p) => {
-            m.put("latency_us", us(p.latency_ns));
-            m.put("syn_retransmits", Field::U64(p.syn_retransmits.into()));
-            m.put("srtt_us", Field::U64(p.srtt_us.into()));
+            m.put(Key::LatencyUs, us(p.latency_ns));
+            m.put(Key::SynRetransmits, Field::U64(p.syn_retransmits.into()));
+            m.put(Key::SrttUs, Field::U64(p.srtt_us.into()));
         }
         Payload::ConnectFailed(p) => {
-            m.put("errno", Field::I64(p.errno.into()));
-            m.put("error", Field::Static(errno_name(p.errno)));
-            m.put("cause", Field::Static(failure_cause(p.source)));
-            m.put("duration_us", us(p.duration_ns));
-            m.put("syn_retransmits", Field::U64(p.syn_retransmits.into()));
+            m.put(Key::Errno, Field::I64(p.errno.into()));
+            m.put(Key::Error, Field::Static(errno_name(p.errno)));
+            m.put(Key::Cause, Field::Static(failure_cause(p.source)));
+            m.put(Key::DurationUs, us(p.duration_ns));
+            m.put(Key::SynRetransmits, Field::U64(p.syn_retransmits.into()));
         }
         Payload::ResetReceived(p) | Payload::ResetSent(p) => {
-            m.put("state", Field::Static(tcp_state_name(p.state)));
+            m.put(Key::State, Field::Static(tcp_state_name(p.state)));
             if matches!(ev.payload, Payload::ResetSent(_)) {
-                m.put("reason", Field::Text(ctx.names.reset(p.reason)));
+                m.put(Key::Reason, Field::Text(ctx.names.reset(p.reason)));
             }
             exchange_fields(&mut m, &p.exchange);
         }
         Payload::PeerClose(p) | Payload::LocalClose(p) => exchange_fields(&mut m, &p.exchange),
         Payload::Response(p) | Payload::UpstreamResponse(p) => {
-            m.put("status", Field::U64(p.status.into()));
-            m.put("via", Field::Static(via_name(p.via)));
+            m.put(Key::Status, Field::U64(p.status.into()));
+            m.put(Key::Via, Field::Static(via_name(p.via)));
         }
         Payload::Retransmit(p) => {
-            m.put("state", Field::Static(tcp_state_name(p.state)));
-            m.put("total", Field::U64(p.total.into()));
+            m.put(Key::State, Field::Static(tcp_state_name(p.state)));
+            m.put(Key::Total, Field::U64(p.total.into()));
         }
         Payload::Drop(p) => {
-            m.put("reason", Field::Text(ctx.names.drop(p.reason)));
+            m.put(Key::Reason, Field::Text(ctx.names.drop(p.reason)));
             let dir = if p.inbound != 0 {
                 "inbound"
             } else {
                 "outbound"
             };
-            m.put("direction", Field::Static(dir));
-            m.put("location", Field::Text(format!("{:#x}", p.location)));
+            m.put(Key::Direction, Field::Static(dir));
+            m.put(Key::Location, Field::Text(format!("{:#x}", p.location)));
         }
         Payload::Closed(p) => {
-            m.put("state", Field::Static(tcp_state_name(p.state)));
-            m.put("duration_us", us(p.duration_ns));
-            m.put("srtt_us", Field::U64(p.srtt_us.into()));
-            m.put("total_retrans", Field::U64(p.total_retrans.into()));
-            m.put("bytes_sent", Field::U64(p.bytes_acked));
-            m.put("bytes_received", Field::U64(p.bytes_received));
+            m.put(Key::State, Field::Static(tcp_state_name(p.state)));
+            m.put(Key::DurationUs, us(p.duration_ns));
+            m.put(Key::SrttUs, Field::U64(p.srtt_us.into()));
+            m.put(Key::TotalRetrans, Field::U64(p.total_retrans.into()));
+            m.put(Key::BytesSent, Field::U64(p.bytes_acked));
+            m.put(Key::BytesReceived, Field::U64(p.bytes_received));
         }
         Payload::FirstByte(p) => {
-            m.put("ttfb_us", us(p.ttfb_ns));
-            m.put("request_bytes", Field::U64(p.request_bytes));
-            m.put("request_no", Field::U64(p.request_no.into()));
-            m.put("idle_us", us(p.idle_ns));
+            m.put(Key::TtfbUs, us(p.ttfb_ns));
+            m.put(Key::RequestBytes, Field::U64(p.request_bytes));
+            m.put(Key::RequestNo, Field::U64(p.request_no.into()));
+            m.put(Key::IdleUs, us(p.idle_ns));
         }
-        Payload::Accepted(p) => m.put("fd", Field::I64(p.fd.into())),
+        Payload::Accepted(p) => m.put(Key::Fd, Field::I64(p.fd.into())),
     }
     m
 }
 
-impl From<Field> for Value {
-    fn from(f: Field) -> Self {
-        match f {
+impl Field {
+    fn into_value(self, ctx: &RecordContext) -> Value {
+        match self {
             Field::U64(n) => n.into(),
             Field::I64(n) => n.into(),
             Field::F64(x) => x.into(),
             Field::Bool(b) => b.into(),
             Field::Static(s) => s.into(),
             Field::Text(s) => s.into(),
+            Field::Addr(a) => a.to_string().into(),
+            Field::Comm(c) => comm_str(&c).into(),
+            Field::Time(t) => ctx.clock.rfc3339(t).into(),
+        }
+    }
+}
+
+/// Appends a decimal number.
+fn write_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `ip:port` as `SocketAddr`'s `Display` writes it, IPv4 without the formatter.
+fn write_addr(out: &mut Vec<u8>, a: &std::net::SocketAddr) {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(out, octet.into());
+            }
+            out.push(b':');
+            write_decimal(out, v4.port().into());
+        }
+        v6 => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
         }
     }
 }
@@ -215,7 +345,7 @@ pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
     let m: Map<String, Value> = event_fields(ev, ctx)
         .0
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v.into()))
+        .map(|(k, v)| (k.name().to_string(), v.into_value(ctx)))
         .collect();
     Value::Object(m)
 }
@@ -225,14 +355,14 @@ pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
 /// of every event, tens of thousands a second on a busy proxy.
 pub fn write_event_record(ev: &Event, ctx: &RecordContext, out: &mut Vec<u8>) {
     let mut fields = event_fields(ev, ctx).0;
-    fields.sort_unstable_by_key(|(k, _)| *k);
+    fields.sort_unstable_by_key(|(k, _)| *k as u8);
     out.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(key.name().as_bytes());
         out.extend_from_slice(b"\":");
         // serde_json writes single values without allocating, and exactly as in a map.
         let written = match value {
@@ -242,6 +372,22 @@ pub fn write_event_record(ev: &Event, ctx: &RecordContext, out: &mut Vec<u8>) {
             Field::Bool(b) => serde_json::to_writer(&mut *out, b),
             Field::Static(s) => serde_json::to_writer(&mut *out, s),
             Field::Text(s) => serde_json::to_writer(&mut *out, s),
+            Field::Addr(a) => {
+                out.push(b'"');
+                write_addr(out, a);
+                out.push(b'"');
+                Ok(())
+            }
+            Field::Comm(c) => {
+                let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+                serde_json::to_writer(&mut *out, &String::from_utf8_lossy(&c[..end]))
+            }
+            Field::Time(t) => {
+                out.push(b'"');
+                crate::clock::write_rfc3339(out, ctx.clock.wall_ns(*t));
+                out.push(b'"');
+                Ok(())
+            }
         };
         // Writing to a Vec cannot fail, and these values always serialise.
         debug_assert!(written.is_ok());
@@ -408,6 +554,25 @@ mod tests {
                 ev.payload
             );
         }
+    }
+
+    #[test]
+    fn keys_are_declared_in_name_order() {
+        let mut k = Key::AwaitingResponse;
+        let all: Vec<Key> = (0..=Key::Via as u8)
+            .map(|i| {
+                // SAFETY: Key is a fieldless enum with discriminants 0..=Via.
+                unsafe { std::mem::transmute::<u8, Key>(i) }
+            })
+            .collect();
+        for next in &all[1..] {
+            assert!(k.name() < next.name(), "{:?} before {:?}", k, next);
+            k = *next;
+        }
+        let a: std::net::SocketAddr = "10.0.255.1:65535".parse().unwrap();
+        let mut out = Vec::new();
+        write_addr(&mut out, &a);
+        assert_eq!(out, b"10.0.255.1:65535");
     }
 
     #[test]
