@@ -13,7 +13,7 @@ use tracer_common::{
 
 use crate::{
     kernel::{current_comm, fd_to_sk, sk_tuple, sys_arg, sys_ret, watched_current},
-    maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, link_to_client, now},
+    maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, link_to_client, now, put},
 };
 
 const EINTR: i32 = 4;
@@ -72,7 +72,8 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
         fd: fd as u32,
         _pad: 0,
     };
-    CONNECTS.insert(&tid, &pending, 0).map_err(|e| e as i32)
+    put(&CONNECTS, tid, &pending);
+    Ok(())
 }
 
 /// Hook: tracepoint `syscalls:sys_exit_connect`. Checked on 6.18.
@@ -85,11 +86,19 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // SAFETY: copied out at once.
-    let Some(pending) = (unsafe { CONNECTS.get(&tid) }).copied() else {
+    let Some(p) = CONNECTS.get_ptr_mut(&tid) else {
         return Ok(());
     };
-    let _ = CONNECTS.remove(&tid);
+    // SAFETY: a valid map value pointer; only this thread uses its entry, which is kept for its
+    // next connect() and marked as ended (`start_ns` 0) instead of deleted.
+    let pending = unsafe {
+        let pending = *p;
+        (*p).start_ns = 0;
+        pending
+    };
+    if pending.start_ns == 0 {
+        return Ok(());
+    }
     let ret = sys_ret(ctx)?;
     let err = (-ret) as i32;
     let sk = pending.sk;

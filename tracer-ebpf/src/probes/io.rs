@@ -12,11 +12,12 @@ use tracer_common::event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
 
 use crate::{
     kernel::{
-        TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, sk_state, sk_tuple, watched_current,
+        TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, off, read, sk_state, sk_tuple,
+        watched_current,
     },
     maps::{
         ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, READS, SOCKS, SockInfo, emit, flow_key,
-        link_to_client, now, track,
+        link_to_client, now, put, track,
     },
 };
 
@@ -40,6 +41,7 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
             let ts = now();
             info.req_start_ns = ts;
             info.req_bytes = 0;
+            info.rx_at_req = read::<u64>(skp as u64, off!(tcp_bytes_received));
             info.req_idle_ns = if info.requests > 0 {
                 ts.saturating_sub(info.last_rx_ns)
             } else {
@@ -77,7 +79,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
             sk,
             cookie: info.cookie,
         };
-        let _ = LAST_CLIENT.insert(&(pid_tgid as u32), &client, 0);
+        put(&LAST_CLIENT, pid_tgid as u32, &client);
         return 0;
     }
     if info.role != ROLE_UPSTREAM {
@@ -97,8 +99,13 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
         emit(EventKind::FirstByte, sk, info, &sk_tuple(sk), ts, payload);
         // The read()/recvfrom() around us holds the status line: its exit hook reads it.
         if let Some(r) = READS.get_ptr_mut(&(pid_tgid as u32)) {
-            // SAFETY: a valid map value pointer; only this thread uses its entry.
-            unsafe { (*r).want_sk = sk };
+            // SAFETY: a valid map value pointer; only this thread uses its entry. An entry
+            // whose read has ended (`buf` 0) stays unused.
+            unsafe {
+                if (*r).buf != 0 {
+                    (*r).want_sk = sk;
+                }
+            }
         }
     }
     info.last_rx_ns = ts;

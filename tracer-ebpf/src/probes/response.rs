@@ -15,7 +15,7 @@ use tracer_common::event::{
 
 use crate::{
     kernel::{fd_to_sk, reported_status, sk_tuple, sys_arg, sys_ret},
-    maps::{OWNERS, PendingRead, READS, SOCKS, TLS_STATUS, emit, now},
+    maps::{OWNERS, PendingRead, READS, SOCKS, TLS_STATUS, emit, now, put},
 };
 
 /// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
@@ -151,9 +151,8 @@ fn on_read_enter(ctx: &TracePointContext) -> Result<(), i32> {
         buf: sys_arg(ctx, 1)?,
         want_sk: 0,
     };
-    READS
-        .insert(&(pid_tgid as u32), &pending, 0)
-        .map_err(|e| e as i32)
+    put(&READS, pid_tgid as u32, &pending);
+    Ok(())
 }
 
 /// Hook: tracepoint `syscalls:sys_exit_read`. Checked on 6.18.
@@ -172,11 +171,20 @@ pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
 
 fn on_read_exit(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: copied out at once.
-    let Some(pending) = (unsafe { READS.get(&tid) }).copied() else {
+    let Some(p) = READS.get_ptr_mut(&tid) else {
         return Ok(());
     };
-    let _ = READS.remove(&tid);
+    // SAFETY: a valid map value pointer; only this thread uses its entry. The entry is kept
+    // for the thread's next read and marked as ended (`buf` 0) instead of deleted.
+    let pending = unsafe {
+        let pending = *p;
+        (*p).buf = 0;
+        (*p).want_sk = 0;
+        pending
+    };
+    if pending.buf == 0 {
+        return Ok(());
+    }
     // `want_sk` is set by sock_recv_length when this read returned an upstream's first
     // response bytes.
     if pending.want_sk == 0 || sys_ret(ctx)? < 12 {

@@ -7,9 +7,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
+use super::response::owner_watched;
 use crate::{
-    kernel::{current_comm, fd_to_sk, sys_arg, sys_ret, watched_current},
-    maps::{PendingSockopt, SOCKOPTS, SOCKS},
+    kernel::{fd_to_sk, sys_arg, sys_ret},
+    maps::{PendingSockopt, SOCKOPTS, SOCKS, put},
 };
 
 const SOL_SOCKET: u64 = 1;
@@ -27,18 +28,21 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
     if level & 0xffff_ffff != SOL_SOCKET || optname & 0xffff_ffff != SO_ERROR {
         return Ok(());
     }
-    let comm = current_comm();
-    if !watched_current(&comm) {
+    // Only a socket the tracer tracks can take the error, and every tracked socket's owner is
+    // in OWNERS: one lookup instead of the full process filter. nginx reads SO_ERROR before
+    // every request it sends upstream.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !owner_watched(pid_tgid) {
         return Ok(());
     }
     let (fd, optval) = (sys_arg(ctx, 0)?, sys_arg(ctx, 3)?);
-    let tid = bpf_get_current_pid_tgid() as u32;
     let pending = PendingSockopt {
         optval,
         fd: fd as u32,
         _pad: 0,
     };
-    SOCKOPTS.insert(&tid, &pending, 0).map_err(|e| e as i32)
+    put(&SOCKOPTS, pid_tgid as u32, &pending);
+    Ok(())
 }
 
 /// Hook: tracepoint `syscalls:sys_exit_getsockopt`. Checked on 6.18.
@@ -50,11 +54,19 @@ pub fn sys_exit_getsockopt(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: copied out at once.
-    let Some(pending) = (unsafe { SOCKOPTS.get(&tid) }).copied() else {
+    let Some(p) = SOCKOPTS.get_ptr_mut(&tid) else {
         return Ok(());
     };
-    let _ = SOCKOPTS.remove(&tid);
+    // SAFETY: a valid map value pointer; only this thread uses its entry, which is kept for its
+    // next call and marked as ended (`optval` 0) instead of deleted.
+    let pending = unsafe {
+        let pending = *p;
+        (*p).optval = 0;
+        pending
+    };
+    if pending.optval == 0 {
+        return Ok(());
+    }
     let ret = sys_ret(ctx)?;
     if ret != 0 {
         return Ok(());

@@ -18,8 +18,8 @@ use crate::{
         is_tcp, off, read, sk_tuple, watched_current,
     },
     maps::{
-        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, emit, exchange,
-        flow_key, link_to_client, now, track,
+        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, emit, emit_as,
+        exchange, exchange_as, flow_key, link_to_client, now, track,
     },
 };
 
@@ -148,10 +148,23 @@ fn on_peer_close(sk: u64) {
     let ts = now();
     // The kernel counts the FIN's sequence number in bytes_received; it carries no data.
     let bytes = read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1);
+    // An upstream speaking HTTP/1.0 (nginx's default towards upstreams) sends its response and
+    // its FIN together, so the FIN usually arrives before the proxy has read the response.
+    // Data received since the request started means the upstream answered before closing.
+    let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req;
     let payload = PeerClose {
-        exchange: exchange(info, bytes, ts),
+        exchange: exchange_as(info, awaiting, bytes, ts),
     };
-    emit(EventKind::PeerClose, sk, info, &sk_tuple(sk), ts, payload);
+    // Only a close without an answer explains a failure; the others are routine.
+    emit_as(
+        EventKind::PeerClose,
+        !awaiting,
+        sk,
+        info,
+        &sk_tuple(sk),
+        ts,
+        payload,
+    );
 }
 
 /// The watched process closes an upstream connection first. Only reported while a response
