@@ -59,8 +59,13 @@ fn quick_bench_writes_every_configuration() -> anyhow::Result<()> {
             .is_some_and(|n| n > 0),
         "the fault run made no requests: {fault}"
     );
-    assert!(fault["verdicts"]["delay_ms"].is_object(), "{fault}");
+    for reader in ["trace_file", "control_socket"] {
+        assert!(
+            fault["verdicts"][reader]["delay_ms"].is_object(),
+            "{reader}: {fault}"
+        );
+    }
     let budgets = doc["budgets"].as_array().map_or(0, Vec::len);
-    assert_eq!(budgets, 8, "every budget is listed, measured or not");
+    assert_eq!(budgets, 9, "every budget is listed, measured or not");
     Ok(())
 }

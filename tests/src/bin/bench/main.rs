@@ -199,9 +199,14 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         .filter(|r| r.config.is_tracer())
         .chain([&fault_run])
         .collect();
-    let delay_p99 = report::percentile(&delays.delays_ms, 99.0);
     let micro_eps = micro.as_ref().and_then(|m| m["events_per_s"].as_f64());
-    let budgets = report::budgets(&summaries, &tracer_runs, micro_eps, delay_p99);
+    let budgets = report::budgets(
+        &summaries,
+        &tracer_runs,
+        micro_eps,
+        report::percentile(&delays.file.delays_ms, 99.0),
+        report::percentile(&delays.socket.delays_ms, 99.0),
+    );
 
     let started = SystemTime::now();
     let doc = json!({
@@ -216,7 +221,13 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         "summary": summaries.iter().map(|(m, rows)| (m.name().to_string(), Value::Object(
             rows.iter().map(|(c, s)| (c.id().to_string(), s.json())).collect()))).collect::<serde_json::Map<_, _>>(),
         "budgets": budgets.iter().map(report::Budget::json).collect::<Vec<_>>(),
-        "fault": {"run": fault_run.json(), "verdicts": delays.json()},
+        "fault": {
+            "run": fault_run.json(),
+            "verdicts": {
+                "trace_file": delays.file.json(),
+                "control_socket": delays.socket.json(),
+            },
+        },
         "kernel_profile": profiles,
         "micro": micro,
         "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
@@ -224,16 +235,24 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     let path = write_results(args, &doc, started)?;
 
     report::print_table(&summaries);
-    let d = delays.json();
     println!(
-        "\nfault mix (B, 5% refused + 5% reset, {}): {:.0} req/s, {} verdicts, delay from 5xx write to verdict p50 {} ms, p99 {} ms, max {} ms",
+        "\nfault mix (B, 5% refused + 5% reset, {}): {:.0} req/s, {} verdicts",
         Mode::NoKeepAlive.name(),
         fault_run.wrk.rps,
-        d["verdicts"],
-        fmt_ms(&d["delay_ms"]["p50"]),
-        fmt_ms(&d["delay_ms"]["p99"]),
-        fmt_ms(&d["delay_ms"]["max"]),
+        delays.file.causes.values().sum::<u64>(),
     );
+    for (reader, d) in [
+        ("trace file", &delays.file),
+        ("control socket", &delays.socket),
+    ] {
+        let d = d.json();
+        println!(
+            "  delay from the 5xx write to its verdict in the {reader}: p50 {} ms, p99 {} ms, max {} ms",
+            fmt_ms(&d["delay_ms"]["p50"]),
+            fmt_ms(&d["delay_ms"]["p99"]),
+            fmt_ms(&d["delay_ms"]["max"]),
+        );
+    }
     for (mode, p) in &profiles {
         println!(
             "kernel side ({mode}, bpf stats on): {} ns of BPF programs per request",
@@ -262,6 +281,10 @@ fn measure(
     position: usize,
     keep_output: bool,
 ) -> anyhow::Result<Run> {
+    let probe = Probe {
+        start: |_: &Observer| Ok(()),
+        finish: |()| (),
+    };
     measure_with(
         bench,
         plan,
@@ -271,18 +294,24 @@ fn measure(
         position,
         keep_output,
         None,
-        |_| Ok(()),
+        probe,
     )
     .map(|(run, ())| run)
 }
 
-/// [`measure`] with a wrk script, and a hook that runs once the observer is ready and whose
-/// result is returned with the run.
+/// Something that watches the observer during a run: `start` runs once the observer is
+/// ready, `finish` after the load and before the observer stops.
+struct Probe<S, F> {
+    start: S,
+    finish: F,
+}
+
+/// [`measure`] with a wrk script and a [`Probe`], whose result is returned with the run.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site each; a struct would only rename them"
 )]
-fn measure_with<T>(
+fn measure_with<T, U>(
     bench: &BenchLab,
     plan: &Plan,
     mode: Mode,
@@ -291,8 +320,8 @@ fn measure_with<T>(
     position: usize,
     keep_output: bool,
     script: Option<PathBuf>,
-    during: impl FnOnce(&Observer) -> anyhow::Result<T>,
-) -> anyhow::Result<(Run, T)> {
+    probe: Probe<impl FnOnce(&Observer) -> anyhow::Result<T>, impl FnOnce(T) -> U>,
+) -> anyhow::Result<(Run, U)> {
     bench.truncate_access_log()?;
     let background_busy_pct = host::settle(plan.settle);
     let foreign_bpf_programs = host::loaded_bpf_programs();
@@ -303,7 +332,7 @@ fn measure_with<T>(
     // The observer's own bound, in case the bench dies without killing it.
     let limit = plan.warmup + plan.duration + Duration::from_secs(120);
     let observer = Observer::start(config, bench, &dir, limit)?;
-    let hook = during(&observer)?;
+    let watching = (probe.start)(&observer)?;
     let url = bench.url(mode.path());
     let load = |duration| Load {
         connections: plan.connections,
@@ -319,6 +348,7 @@ fn measure_with<T>(
     let cpus = cpus_before.busy_pct_until(&host::CpuTimes::sample());
     let proxy_cpu_s = bench.proxy_cpu_seconds() - proxy_before;
     let observer_cpu_s = observer.cpu_seconds().zip(cpu_before).map(|(b, a)| b - a);
+    let watched = (probe.finish)(watching);
     let end = observer.stop(keep_output)?;
     if result.requests == 0 {
         bail!("wrk completed no request");
@@ -341,17 +371,27 @@ fn measure_with<T>(
             background_busy_pct,
             foreign_bpf_programs,
         },
-        hook,
+        watched,
     ))
 }
 
-/// Configuration B under a fault mix, with a reader on the tracer's control socket timing
-/// each verdict's arrival.
+/// Verdict delays seen by the two readers of the fault run.
+struct FaultDelays {
+    file: verdicts::VerdictDelays,
+    socket: verdicts::VerdictDelays,
+}
+
+/// How long the readers keep reading after the load stopped, so that verdicts still on their
+/// way are counted (their delay included) rather than dropped.
+const VERDICT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Configuration B under a fault mix, with readers timing each verdict's arrival in the trace
+/// file and on the control socket.
 fn fault_run(
     bench: &BenchLab,
     plan: &Plan,
     keep_output: bool,
-) -> anyhow::Result<(Run, verdicts::VerdictDelays)> {
+) -> anyhow::Result<(Run, FaultDelays)> {
     let mode = Mode::NoKeepAlive;
     let script = bench.lab.dir.join("faults.lua");
     std::fs::write(
@@ -362,7 +402,26 @@ fn fault_run(
         duration: plan.fault,
         ..*plan
     };
-    let (run, reader) = measure_with(
+    let probe = Probe {
+        start: |obs: &Observer| {
+            let socket = obs
+                .socket
+                .as_deref()
+                .context("the tracer has no control socket")?;
+            Ok((
+                verdicts::VerdictReader::tail_file(obs.output())?,
+                verdicts::VerdictReader::connect(socket)?,
+            ))
+        },
+        finish: |(file, socket): (verdicts::VerdictReader, verdicts::VerdictReader)| {
+            std::thread::sleep(VERDICT_DRAIN);
+            FaultDelays {
+                file: file.finish(),
+                socket: socket.finish(),
+            }
+        },
+    };
+    let (run, delays) = measure_with(
         bench,
         &fault_plan,
         mode,
@@ -371,20 +430,13 @@ fn fault_run(
         0,
         keep_output,
         Some(script),
-        |obs| {
-            let socket = obs
-                .socket
-                .as_deref()
-                .context("the tracer has no control socket")?;
-            verdicts::VerdictReader::connect(socket)
-        },
+        probe,
     )?;
-    let delays = reader.finish();
     eprintln!(
         "bench: fault mix            {:>8.0} req/s, {} non-2xx, {} verdicts timed",
         run.wrk.rps,
         run.wrk.non_2xx,
-        delays.delays_ms.len()
+        delays.file.delays_ms.len()
     );
     Ok((run, delays))
 }

@@ -195,6 +195,11 @@ impl Observer {
         })
     }
 
+    /// The tracer's JSON Lines file, or tcpdump's capture.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
     /// The observer's process id, if it runs one.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

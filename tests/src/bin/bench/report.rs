@@ -228,12 +228,14 @@ impl Budget {
 }
 
 /// The budgets, from the summaries of both modes, every tracer run (B and C, and the fault
-/// run), the micro-benchmark and the verdict delays.
+/// run), the micro-benchmark and the verdict delays as seen in the trace file and on the
+/// control socket.
 pub fn budgets(
     summaries: &[(Mode, Vec<(Config, Summary)>)],
     tracer_runs: &[&Run],
     micro_events_per_s: Option<f64>,
-    verdict_delay_p99_ms: Option<f64>,
+    verdict_file_p99_ms: Option<f64>,
+    verdict_socket_p99_ms: Option<f64>,
 ) -> Vec<Budget> {
     let mut out = Vec::new();
     for (mode, rows) in summaries {
@@ -275,9 +277,15 @@ pub fn budgets(
         "events/s",
     ));
     out.push(Budget::at_most(
-        "verdict delay p99".into(),
+        "verdict delay p99, trace file".into(),
         50.0,
-        verdict_delay_p99_ms,
+        verdict_file_p99_ms,
+        "ms",
+    ));
+    out.push(Budget::at_most(
+        "verdict delay p99, control socket".into(),
+        50.0,
+        verdict_socket_p99_ms,
         "ms",
     ));
     out
