@@ -38,6 +38,9 @@ use crate::{
     verdict::finding_record,
 };
 
+/// How long a routine record may wait in the ring when no wake-up comes.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
 /// Counts kept in user space for the `stats` record.
 #[derive(Debug, Default)]
 struct Stats {
@@ -154,6 +157,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let deadline = args.duration.map(Duration::from_secs_f64);
     let stop_at = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(stop_at);
+    // The kernel wakes this loop at once only for records that explain failures; routine
+    // records may wait in the ring for the next wake-up (tracer-ebpf/src/maps.rs,
+    // `wake_flags`). Draining on a short tick bounds that wait when the host goes quiet.
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -164,6 +172,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
                 guard.clear_ready();
+                sink.flush();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
                 sink.flush();
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
