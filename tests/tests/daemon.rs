@@ -6,7 +6,24 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 use serde_json::Value;
 use tracer_tests::{Lab, Records, TracerRun, require_root};
 
-/// IDs of loaded BPF programs (or links) named like ours.
+/// IDs of the BPF programs or links (`key` `prog_id` or `link_id`) that process `pid` holds
+/// open, from its fdinfo: exactly ours, whatever else is loaded on the host meanwhile.
+fn held_by(pid: u32, key: &str) -> anyhow::Result<BTreeSet<u64>> {
+    let mut ids = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(text) = std::fs::read_to_string(fd?.path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(id) = line.strip_prefix(key).and_then(|r| r.strip_prefix(':')) {
+                ids.insert(id.trim().parse()?);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// IDs of every loaded BPF program (or link).
 fn loaded(what: &str) -> anyhow::Result<BTreeSet<u64>> {
     let out = Command::new("bpftool")
         .args([what, "show", "-j"])
@@ -34,10 +51,14 @@ fn refused_burst(lab: &Lab, n: u32) -> anyhow::Result<()> {
 fn sigterm_stops_within_two_seconds_and_unloads_everything() -> anyhow::Result<()> {
     require_root();
     let lab = Lab::new("term")?;
-    let (progs_before, links_before) = (loaded("prog")?, loaded("link")?);
     let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
-    let ours: BTreeSet<u64> = loaded("prog")?.difference(&progs_before).copied().collect();
-    let our_links: BTreeSet<u64> = loaded("link")?.difference(&links_before).copied().collect();
+    let ours = held_by(tracer.pid(), "prog_id")?;
+    let our_links = held_by(tracer.pid(), "link_id")?;
+    // bpftool sees them loaded, so that seeing them gone below means something.
+    assert!(
+        ours.is_subset(&loaded("prog")?),
+        "bpftool does not list our programs"
+    );
     assert!(ours.len() >= 20, "only {} programs loaded", ours.len());
     assert!(our_links.len() >= 20, "only {} links", our_links.len());
     refused_burst(&lab, 20)?;
@@ -48,8 +69,15 @@ fn sigterm_stops_within_two_seconds_and_unloads_everything() -> anyhow::Result<(
     assert_eq!(last["type"], "stats");
     assert_eq!(last["final"], true);
     assert!(recs.of_type("connect_error").count() >= 20);
+    // The kernel frees a program after an RCU grace period: give it a moment.
+    let gone = tracer_tests::lab::wait_for(Duration::from_secs(2), || {
+        loaded("prog").ok()?.is_disjoint(&ours).then_some(())
+    });
     let left: Vec<u64> = loaded("prog")?.intersection(&ours).copied().collect();
-    assert!(left.is_empty(), "programs still loaded: {left:?}");
+    assert!(
+        gone.is_some() && left.is_empty(),
+        "programs still loaded: {left:?}"
+    );
     let left: Vec<u64> = loaded("link")?.intersection(&our_links).copied().collect();
     assert!(left.is_empty(), "links still attached: {left:?}");
     Ok(())
