@@ -94,8 +94,11 @@ impl Fanout {
     }
 
     /// Writes the stream to `out` as JSON Lines until the stream ends or the writer fails.
-    pub async fn pump<W: tokio::io::AsyncWrite + Unpin>(&self, mut out: W) -> std::io::Result<()> {
+    /// Lines are buffered and flushed whenever the reader has caught up, so that a busy stream
+    /// costs a write per batch, not two per record, and a quiet one still arrives at once.
+    pub async fn pump<W: tokio::io::AsyncWrite + Unpin>(&self, out: W) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt as _;
+        let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, out);
         let (recent, mut rx) = self.subscribe();
         for line in recent {
             out.write_all(line.as_bytes()).await?;
@@ -107,16 +110,15 @@ impl Fanout {
                 Ok(line) => {
                     out.write_all(line.as_bytes()).await?;
                     out.write_all(b"\n").await?;
-                    // Flush when caught up, so a quiet stream still reaches the reader.
-                    if rx.is_empty() {
-                        out.flush().await?;
-                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let note = format!("{{\"type\":\"lagged\",\"missed\":{missed}}}\n");
                     out.write_all(note.as_bytes()).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => return out.flush().await,
+            }
+            if rx.is_empty() {
+                out.flush().await?;
             }
         }
     }
