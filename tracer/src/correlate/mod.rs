@@ -305,6 +305,9 @@ impl Correlator {
         if let Payload::Closed(_) = ev.payload {
             conn.closed_ns = Some(ev.header.ts_ns);
             if !conn.evidence.iter().any(is_evidence) {
+                // Routine events only: nothing a verdict could cite. The connection stays
+                // known for its grace period (a response may still name it), without them.
+                conn.evidence = VecDeque::new();
                 self.quiet_closed.push_back((key, ev.header.ts_ns));
             }
         } else {
