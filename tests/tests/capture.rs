@@ -244,6 +244,12 @@ fn packet_loss_reports_retransmits_and_netfilter_drops() -> anyhow::Result<()> {
         &format!("http://{}/", up.addr),
     ])?;
     assert!(out.status.success(), "curl failed: {out:?}");
+    // curl has exited, but under loss its socket may still be retransmitting its last
+    // segments: the socket (and its `close` record) ends when that is over.
+    tracer_tests::lab::wait_for(Duration::from_secs(10), || {
+        let recs = Records::read(&tracer.output).ok()?;
+        (!recs.to("close", &up.addr).is_empty()).then_some(())
+    });
     let recs = tracer.stop()?;
 
     let rt = recs.to("retransmit", &up.addr);
