@@ -352,7 +352,17 @@ fn check_proxy(kind: ProxyKind) {
                         v["summary"]
                     ));
                 }
-                if v["cause"] != s.cause {
+                // With two local ports, the background load's requests to the healthy upstream
+                // fail too. Most get port_exhaustion; one whose connect did get a port can
+                // reuse a 4-tuple the proxy just reset, and its SYN then goes unanswered until
+                // the proxy's connect timeout: connect_timeout is what happened to it.
+                let collateral = s.name == "no_ports"
+                    && loaded
+                    && v["cause"] == "connect_timeout"
+                    && v["upstream"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with(&format!(":{}", PORT + 1)));
+                if v["cause"] != s.cause && !collateral {
                     failures.push(format!(
                         "{label}: verdict {} (expected {}): {}",
                         v["cause"], s.cause, v["summary"]
