@@ -199,6 +199,16 @@ pub fn sys_ret(ctx: &TracePointContext) -> Result<i64, i32> {
     unsafe { ctx.read_at(offset) }
 }
 
+/// The reported status of the status line at user address `buf`, if the buffer starts with
+/// one: the first 12 bytes are read, nothing more.
+#[inline(always)]
+pub fn user_status(buf: u64) -> Option<u16> {
+    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
+    let head: [u8; 12] =
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(buf as *const [u8; 12]) }.ok()?;
+    reported_status(&head)
+}
+
 /// The status of an HTTP/1.x status line (`HTTP/1.1 502 …`), if `head` starts with one and
 /// the status is one the user asked for.
 #[inline(always)]

@@ -14,8 +14,8 @@ use tracer_common::event::{
 };
 
 use crate::{
-    kernel::{fd_to_sk, reported_status, sk_tuple, sys_arg, sys_ret},
-    maps::{OWNERS, PendingRead, READS, SOCKS, TLS_STATUS, emit, now, put},
+    kernel::{fd_to_sk, sk_tuple, sys_arg, sys_ret, user_status},
+    maps::{OWNERS, PendingRead, READS, SOCKS, SockInfo, TLS_STATUS, emit, now, put},
 };
 
 /// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
@@ -78,19 +78,7 @@ fn on_send(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
     if let Some(status) = (unsafe { TLS_STATUS.get(&tid) }).copied() {
         let _ = TLS_STATUS.remove(&tid);
         info.tid = tid;
-        let payload = Response {
-            status,
-            via: VIA_TLS,
-            _pad: [0; 5],
-        };
-        emit(
-            EventKind::Response,
-            sk,
-            &info,
-            &sk_tuple(sk),
-            now(),
-            payload,
-        );
+        emit_status(EventKind::Response, sk, &info, status, VIA_TLS);
         return Ok(());
     }
     // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
@@ -104,27 +92,25 @@ fn on_send(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
             _ => arg,
         }
     };
-    // SAFETY: as above.
-    let head: [u8; 12] = unsafe { bpf_probe_read_user(buf as *const [u8; 12])? };
-    let Some(status) = reported_status(&head) else {
+    let Some(status) = user_status(buf) else {
         return Ok(());
     };
     // The writer, not the acceptor, is the thread that answered.
     info.tid = pid_tgid as u32;
+    emit_status(EventKind::Response, sk, &info, status, via);
+    Ok(())
+}
+
+/// Emits a status line seen on socket `sk`: a `Response` written to a client or an
+/// `UpstreamResponse` read from an upstream.
+#[inline(always)]
+fn emit_status(kind: EventKind, sk: u64, info: &SockInfo, status: u16, via: u8) {
     let payload = Response {
         status,
         via,
         _pad: [0; 5],
     };
-    emit(
-        EventKind::Response,
-        sk,
-        &info,
-        &sk_tuple(sk),
-        now(),
-        payload,
-    );
-    Ok(())
+    emit(kind, sk, info, &sk_tuple(sk), now(), payload);
 }
 
 /// Hook: tracepoint `syscalls:sys_enter_read`. Checked on 6.18.
@@ -198,23 +184,9 @@ fn on_read_exit(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
     if info.role != ROLE_UPSTREAM {
         return Ok(());
     }
-    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
-    let head: [u8; 12] = unsafe { bpf_probe_read_user(pending.buf as *const [u8; 12])? };
-    let Some(status) = reported_status(&head) else {
+    let Some(status) = user_status(pending.buf) else {
         return Ok(());
     };
-    let payload = Response {
-        status,
-        via,
-        _pad: [0; 5],
-    };
-    emit(
-        EventKind::UpstreamResponse,
-        sk,
-        &info,
-        &sk_tuple(sk),
-        now(),
-        payload,
-    );
+    emit_status(EventKind::UpstreamResponse, sk, &info, status, via);
     Ok(())
 }

@@ -1,13 +1,9 @@
 //! HTTPS front ends: the plaintext a watched proxy hands to OpenSSL.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::uprobe,
-    programs::ProbeContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use super::response::owner_watched;
-use crate::{kernel::reported_status, maps::TLS_STATUS};
+use crate::{kernel::user_status, maps::TLS_STATUS};
 
 /// Hook: uprobe on `SSL_write(SSL *ssl, const void *buf, int num)` and
 /// `SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)` in the libssl the
@@ -26,9 +22,7 @@ fn try_ssl_write(ctx: &ProbeContext) -> Result<(), i32> {
         return Ok(());
     }
     let buf: u64 = ctx.arg(1).ok_or(0)?;
-    // SAFETY: bpf_probe_read_user fails instead of faulting.
-    let head: [u8; 12] = unsafe { bpf_probe_read_user(buf as *const [u8; 12])? };
-    if let Some(status) = reported_status(&head) {
+    if let Some(status) = user_status(buf) {
         TLS_STATUS
             .insert(&(pid_tgid as u32), &status, 0)
             .map_err(|e| e as i32)?;
