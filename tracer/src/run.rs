@@ -27,7 +27,7 @@ use crate::{
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, type_name, write_event_record},
     sink::{
-        fanout::Fanout,
+        fanout::{Fanout, Pinned},
         jsonl::{JsonlSink, Rotation},
         socket::ControlSocket,
     },
@@ -117,7 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log::warn!("kernel field {} not found: {}", m.field, m.error);
     }
     let started = Instant::now();
-    sink.write(&json!({
+    sink.write_pinned(Pinned::Start, &json!({
         "type": "start",
         "time": ctx.clock.rfc3339(Clock::monotonic_now()),
         "version": env!("CARGO_PKG_VERSION"),
@@ -199,7 +199,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 ctx.clock = Clock::sample();
                 let k = probes.counters().unwrap_or_default();
-                sink.write(&stats_record(&ctx, &stats, &k, &sink, started, false));
+                let record = stats_record(&ctx, &stats, &k, &sink, started, false);
+                sink.write_pinned(Pinned::Stats, &record);
                 sink.flush();
             }
             _ = sighup.recv() => {
@@ -237,7 +238,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let k = probes.counters().unwrap_or_default();
     let last = stats_record(&ctx, &stats, &k, &sink, started, true);
-    sink.write(&last);
+    sink.write_pinned(Pinned::Stats, &last);
     sink.flush();
     log::info!(
         "stopped: {} events, {} lost in the kernel, {} write errors",

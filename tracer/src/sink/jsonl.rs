@@ -157,16 +157,21 @@ impl JsonlSink {
     /// Appends one record. The line is serialised whole first so that a failed serialisation
     /// never leaves half a line behind.
     pub fn write(&mut self, record: &Value) {
+        self.write_as(None, record);
+    }
+
+    /// Like [`JsonlSink::write`], for the records every new live reader gets first (the
+    /// `start` record, the latest `stats` record).
+    pub fn write_pinned(&mut self, kind: Pinned, record: &Value) {
+        self.write_as(Some(kind), record);
+    }
+
+    fn write_as(&mut self, pinned: Option<Pinned>, record: &Value) {
         self.line.clear();
         if serde_json::to_writer(&mut self.line, record).is_err() {
             self.write_errors += 1;
             return;
         }
-        let pinned = match record.get("type").and_then(Value::as_str) {
-            Some("start") => Some(Pinned::Start),
-            Some("stats") => Some(Pinned::Stats),
-            _ => None,
-        };
         self.commit(pinned);
     }
 
