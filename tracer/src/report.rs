@@ -366,7 +366,7 @@ impl Sample {
 
 /// The nearest-rank percentile of sorted values: the smallest value with at least `p` percent
 /// of the values at or below it.
-fn nearest_rank(sorted: &[f64], p: u64) -> Option<f64> {
+pub fn nearest_rank(sorted: &[f64], p: u64) -> Option<f64> {
     let n = sorted.len() as u64;
     let rank = (p * n).div_ceil(100).max(1);
     usize::try_from(rank - 1)

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
-use crate::report::parse_rfc3339;
+use crate::report::{nearest_rank, parse_rfc3339};
 
 /// Upstreams tracked at once; the one seen least recently makes room for a new one.
 pub const MAX_UPSTREAMS: usize = 512;
@@ -85,16 +85,10 @@ impl Samples {
     }
 
     /// Nearest-rank percentiles `ps` (0-100) of the kept samples.
-    fn percentiles<const N: usize>(&self, ps: [f64; N]) -> [Option<f64>; N] {
-        if self.0.is_empty() {
-            return [None; N];
-        }
+    fn percentiles<const N: usize>(&self, ps: [u64; N]) -> [Option<f64>; N] {
         let mut v: Vec<f64> = self.0.iter().copied().collect();
         v.sort_by(f64::total_cmp);
-        ps.map(|p| {
-            let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-            Some(v[rank.min(v.len()) - 1])
-        })
+        ps.map(|p| nearest_rank(&v, p))
     }
 }
 
@@ -559,8 +553,8 @@ impl Model {
             .iter()
             .filter(|(addr, u)| self.matches(addr) || u.errors_5xx.keys().any(|c| self.matches(c)))
             .map(|(addr, u)| {
-                let [c50, c99] = u.connect_us.percentiles([50.0, 99.0]);
-                let [t50, t99] = u.ttfb_us.percentiles([50.0, 99.0]);
+                let [c50, c99] = u.connect_us.percentiles([50, 99]);
+                let [t50, t99] = u.ttfb_us.percentiles([50, 99]);
                 let mut errors_5xx: Vec<(String, u64)> =
                     u.errors_5xx.iter().map(|(c, n)| (c.clone(), *n)).collect();
                 errors_5xx.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
