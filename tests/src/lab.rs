@@ -162,6 +162,31 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Leaves the proxy host two local ports (40000-40001) and has an unwatched process hold
+    /// both towards `addr` (`ip:port`), so that the next connect() there finds none free.
+    pub fn exhaust_ports(&mut self, addr: &str) -> anyhow::Result<()> {
+        self.run(
+            &self.px,
+            &["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001"],
+        )?;
+        let (host, port) = addr.split_once(':').context("address without a port")?;
+        let hold = format!(
+            "import socket,time\ns=[socket.create_connection(('{host}',{port})) for _ in range(2)]\nprint('held',flush=True)\ntime.sleep(60)"
+        );
+        let mut holder = self
+            .cmd(&self.px, &["python3", "-c", &hold])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the port holder")?;
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().context("holder stdout")?).read_line(&mut line)?;
+        self.children.push(holder);
+        if line.trim() != "held" {
+            bail!("port holder did not start: {line:?}");
+        }
+        Ok(())
+    }
+
     /// Starts a test upstream on the upstream host and waits until it listens.
     pub fn upstream(
         &mut self,

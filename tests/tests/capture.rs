@@ -2,11 +2,7 @@
 //! on the upstream host, faults made with nftables, and the tracer watching from outside both
 //! namespaces. Each test asserts the records the tracer wrote for that traffic.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
 use tracer_tests::{Lab, Records, TracerRun, require_root};
@@ -273,27 +269,11 @@ fn exhausted_ports_report_eaddrnotavail_before_the_wire() -> anyhow::Result<()> 
     require_root();
     let mut lab = Lab::new("port")?;
     let up = lab.upstream("slow", 8085, Some("30"))?;
-    lab.run(
-        &lab.px,
-        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001"],
-    )?;
     // An unwatched process holds both local ports towards the upstream.
-    let (host, port) = up.addr.split_once(':').unwrap_or_default();
-    let hold = format!(
-        "import socket,time\ns=[socket.create_connection(('{host}',{port})) for _ in range(2)]\nprint('held',flush=True)\ntime.sleep(30)"
-    );
-    let mut holder = lab
-        .cmd(&lab.px, &["python3", "-c", &hold])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().expect("piped")).read_line(&mut line)?;
-    assert_eq!(line.trim(), "held");
+    lab.exhaust_ports(&up.addr)?;
 
     let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
     let (pid, out) = lab.curl(&["--connect-timeout", "3", &format!("http://{}/", up.addr)])?;
-    let _ = holder.kill();
-    let _ = holder.wait();
     assert!(!out.status.success());
     let recs = tracer.stop()?;
 

@@ -111,21 +111,7 @@ fn prepare(lab: &mut Lab, s: &Scenario) -> anyhow::Result<Route> {
         }
         "no_ports" => {
             lab.upstream("slow", PORT, Some("60"))?;
-            lab.run(
-                &lab.px,
-                &["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001"],
-            )?;
-            let hold = format!(
-                "import socket,time\ns=[socket.create_connection(('{up}',{PORT})) for _ in range(2)]\nprint('held',flush=True)\ntime.sleep(60)"
-            );
-            let mut holder = lab
-                .cmd(&lab.px, &["python3", "-c", &hold])
-                .stdout(Stdio::piped())
-                .spawn()?;
-            let mut line = String::new();
-            BufReader::new(holder.stdout.take().expect("piped")).read_line(&mut line)?;
-            anyhow::ensure!(line.trim() == "held", "port holder did not start: {line:?}");
-            std::mem::forget(holder); // killed with the lab's namespace
+            lab.exhaust_ports(&at(PORT))?;
             Route::new(s.name, &at(PORT))
         }
         "reset" => {
