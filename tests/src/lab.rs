@@ -1,9 +1,10 @@
 //! Network namespaces, veth links, nftables rules and upstream servers.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -162,6 +163,34 @@ impl Lab {
         Ok(pid)
     }
 
+    /// Starts healthy background load from the client host (`load.py`): `threads` clients,
+    /// each sending `rate` requests/s to `url` for `seconds`, and waits until it runs.
+    pub fn load(&self, url: &str, threads: u32, rate: u32, seconds: u32) -> anyhow::Result<Load> {
+        let script = self.dir.join("load.py");
+        let (threads, rate, seconds) = (threads.to_string(), rate.to_string(), seconds.to_string());
+        let args = [
+            "python3",
+            script.to_str().unwrap_or_default(),
+            url,
+            &threads,
+            &rate,
+            &seconds,
+        ];
+        let mut child = self
+            .cmd(&self.cl, &args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the load")?;
+        let mut out = BufReader::new(child.stdout.take().context("load stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let load = Load { child, out };
+        if line.trim() != "ready" {
+            bail!("load did not start: {line:?}");
+        }
+        Ok(load)
+    }
+
     /// Leaves the proxy host two local ports (40000-40001) and has an unwatched process hold
     /// both towards `addr` (`ip:port`), so that the next connect() there finds none free.
     pub fn exhaust_ports(&mut self, addr: &str) -> anyhow::Result<()> {
@@ -288,6 +317,29 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Background load started by [`Lab::load`]; stopped when dropped unfinished.
+pub struct Load {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Load {
+    /// Waits for the load to end and returns its requests by status (`"0"`: no response).
+    pub fn finish(mut self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        self.child.wait()?;
+        serde_json::from_str(line.trim()).with_context(|| format!("load printed {line:?}"))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,10 +1,5 @@
 //! Real proxies under healthy traffic, and nginx's silent retry of a failed reused connection.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-};
-
 use tracer_tests::{
     Lab, TracerRun,
     proxy::{Front, Proxy, ProxyKind, Route},
@@ -23,43 +18,16 @@ fn healthy(kind: ProxyKind) -> anyhow::Result<()> {
     let proxy = Proxy::start(&mut lab, kind, 8000, &routes)?;
     // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
     let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
-    let script = lab.dir.join("load.py");
     let mut loads = Vec::new();
     for route in ["ok", "pooled"] {
-        let url = format!("http://{}/{route}", proxy.listen);
-        let mut child = lab
-            .cmd(
-                &lab.cl,
-                &[
-                    "python3",
-                    script.to_str().unwrap_or_default(),
-                    &url,
-                    "3",
-                    "20",
-                    "4",
-                ],
-            )
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        loads.push((child, out));
+        loads.push(lab.load(&format!("http://{}/{route}", proxy.listen), 3, 20, 4)?);
     }
     let mut total = 0u64;
-    for (mut child, mut out) in loads {
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        child.wait()?;
-        let counts: serde_json::Value = serde_json::from_str(line.trim())?;
-        let ok = counts["200"].as_u64().unwrap_or(0);
-        let all: u64 = counts
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, n)| n.as_u64().unwrap_or(0))
-            .sum();
-        assert_eq!(ok, all, "healthy load got errors: {counts}");
+    for load in loads {
+        let counts = load.finish()?;
+        let ok = counts.get("200").copied().unwrap_or(0);
+        let all: u64 = counts.values().sum();
+        assert_eq!(ok, all, "healthy load got errors: {counts:?}");
         total += all;
     }
     assert!(total >= 400, "only {total} requests");

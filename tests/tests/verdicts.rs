@@ -1,11 +1,6 @@
 //! Every gateway-error cause, produced on purpose behind real nginx and real HAProxy, with and
 //! without healthy background load; each 5xx must get a verdict with the expected cause.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Stdio},
-};
-
 use serde_json::Value;
 use tracer_tests::{
     Lab, TracerRun,
@@ -160,32 +155,7 @@ struct Outcome {
 }
 
 /// Seconds the background load runs; the fault requests are sent meanwhile.
-const LOAD_SECONDS: &str = "5";
-
-fn start_load(lab: &Lab, proxy: &Proxy) -> anyhow::Result<Child> {
-    let script = lab.dir.join("load.py");
-    let url = format!("http://{}/ok", proxy.listen);
-    let mut child = lab
-        .cmd(
-            &lab.cl,
-            &[
-                "python3",
-                script.to_str().unwrap_or_default(),
-                &url,
-                "4",
-                "20",
-                LOAD_SECONDS,
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    out.read_line(&mut line)?;
-    anyhow::ensure!(line.trim() == "ready", "load did not start: {line:?}");
-    child.stdout = Some(out.into_inner());
-    Ok(child)
-}
+const LOAD_SECONDS: u32 = 5;
 
 fn run(kind: ProxyKind, s: &Scenario, loaded: bool) -> anyhow::Result<Outcome> {
     let mut lab = Lab::new(&format!("{}{}", &kind.comm()[..2], &s.name[..3]))?;
@@ -196,7 +166,7 @@ fn run(kind: ProxyKind, s: &Scenario, loaded: bool) -> anyhow::Result<Outcome> {
     // Watch this lab's proxy only (its workers are its children), not every proxy on the host.
     let tracer = TracerRun::start(&lab.dir, &["--pid", &proxy.pid.to_string()])?;
     let mut load = if loaded {
-        Some(start_load(&lab, &proxy)?)
+        Some(lab.load(&format!("http://{}/ok", proxy.listen), 4, 20, LOAD_SECONDS)?)
     } else {
         None
     };
@@ -209,16 +179,9 @@ fn run(kind: ProxyKind, s: &Scenario, loaded: bool) -> anyhow::Result<Outcome> {
     }
     // The load runs out by itself; its counts tell which of the verdicts are its own.
     let (mut load_errors, mut load_requests) = (0, 0);
-    if let Some(child) = load.take() {
-        let out = child.wait_with_output()?;
-        let counts: Value = serde_json::from_slice(
-            out.stdout
-                .rsplit(|b| *b == b'\n')
-                .find(|l| !l.is_empty())
-                .unwrap_or(b"{}"),
-        )?;
-        for (status, n) in counts.as_object().into_iter().flatten() {
-            let n = n.as_u64().unwrap_or(0) as usize;
+    if let Some(load) = load.take() {
+        for (status, n) in load.finish()? {
+            let n = n as usize;
             load_requests += n;
             if matches!(status.as_str(), "502" | "503" | "504") {
                 load_errors += n;
