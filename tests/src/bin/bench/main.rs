@@ -24,6 +24,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde_json::{Value, json};
+use tracer::report::nearest_rank;
 use tracer_tests::{require_root, tracer::tracer_bin};
 
 use crate::{
@@ -204,8 +205,8 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         &summaries,
         &tracer_runs,
         micro_eps,
-        report::percentile(&delays.file.delays_ms, 99.0),
-        report::percentile(&delays.socket.delays_ms, 99.0),
+        nearest_rank(&delays.file.delays_ms, 99),
+        nearest_rank(&delays.socket.delays_ms, 99),
     );
 
     let started = SystemTime::now();
@@ -504,24 +505,10 @@ fn default_out_dir() -> PathBuf {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of a system time.
 fn unix_to_rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Inverse of days_from_civil (Howard Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let full = tracer::clock::rfc3339_from_unix_ns(i128::from(secs) * 1_000_000_000);
+    // The full form ends in `.nnnnnnnnnZ`; whole seconds are enough here.
+    format!("{}Z", full.get(..19).unwrap_or(&full))
 }
 
 /// The workspace's commit and whether the tracer's sources differ from it.
@@ -551,8 +538,7 @@ mod tests {
     fn system_time_as_rfc3339() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_526_027);
         assert_eq!(unix_to_rfc3339(t), "2026-11-24T13:13:47Z");
-        let back = verdicts::parse_rfc3339_ns(&unix_to_rfc3339(t));
+        let back = tracer::report::parse_rfc3339(&unix_to_rfc3339(t));
         assert_eq!(back, Some(1_795_526_027_000_000_000));
-        assert_eq!(verdicts::days_from_civil(1970, 1, 1), 0);
     }
 }

@@ -21,7 +21,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::report::percentile;
+use tracer::report::{nearest_rank, parse_rfc3339};
 
 /// How often the file reader looks for new lines: the resolution of its delays.
 const FILE_POLL: Duration = Duration::from_millis(1);
@@ -186,7 +186,7 @@ impl VerdictDelays {
                 continue;
             }
             let time = str_of(&v, "time");
-            let Some(t) = parse_rfc3339_ns(&time) else {
+            let Some(t) = parse_rfc3339(&time) else {
                 continue;
             };
             let key = (time, str_of(&v, "client"));
@@ -213,9 +213,9 @@ impl VerdictDelays {
     pub fn json(&self) -> Value {
         let dist = |d: &[f64]| {
             json!({
-                "p50": percentile(d, 50.0),
-                "p90": percentile(d, 90.0),
-                "p99": percentile(d, 99.0),
+                "p50": nearest_rank(d, 50),
+                "p90": nearest_rank(d, 90),
+                "p99": nearest_rank(d, 99),
                 "max": d.last().copied(),
             })
         };
@@ -235,59 +235,9 @@ impl VerdictDelays {
     }
 }
 
-/// Nanoseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the tracer's format.
-pub fn parse_rfc3339_ns(s: &str) -> Option<i128> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let nanos: i128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse::<i128>().ok()? * 10i128.pow(9 - frac.len() as u32)
-    };
-    let secs = days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs as i128 * 1_000_000_000 + nanos)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_to_unix_nanoseconds() {
-        assert_eq!(
-            parse_rfc3339_ns("1970-01-01T00:00:01.000001000Z"),
-            Some(1_000_001_000)
-        );
-        // date -d 2026-11-24T13:13:47Z +%s
-        assert_eq!(
-            parse_rfc3339_ns("2026-11-24T13:13:47.872399093Z"),
-            Some(1_795_526_027_872_399_093)
-        );
-        assert_eq!(
-            parse_rfc3339_ns("2026-11-24T13:13:47Z"),
-            Some(1_795_526_027_000_000_000)
-        );
-        assert_eq!(parse_rfc3339_ns("2026-11-24 13:13:47Z"), None);
-    }
 
     #[test]
     fn delays_from_arrivals() {
@@ -296,7 +246,7 @@ mod tests {
                 "{{\"type\":\"verdict\",\"time\":\"{time}\",\"client\":\"10.0.0.2:5\",\"cause\":\"connect_refused\",\"source\":\"{source}\"}}\n"
             )
         };
-        let t0 = parse_rfc3339_ns("2026-11-24T13:00:00Z").unwrap();
+        let t0 = parse_rfc3339("2026-11-24T13:00:00Z").unwrap();
         let collected = Collected {
             verdicts: vec![
                 Arrival {
