@@ -191,7 +191,7 @@ pub struct PeerClose {
 /// Payload of [`EventKind::LocalClose`].
 pub type LocalClose = PeerClose;
 
-/// How a status line was written.
+/// Through which system call a status line was written or read.
 pub const VIA_WRITE: u8 = 1;
 pub const VIA_WRITEV: u8 = 2;
 pub const VIA_SENDTO: u8 = 3;
@@ -201,6 +201,8 @@ pub const VIA_RECVFROM: u8 = 6;
 /// Written through OpenSSL's `SSL_write`: the plaintext status line, the client socket of the
 /// thread's next write.
 pub const VIA_TLS: u8 = 7;
+pub const VIA_READV: u8 = 8;
+pub const VIA_RECVMSG: u8 = 9;
 
 /// Payload of [`EventKind::Response`] and [`EventKind::UpstreamResponse`]: the status of an
 /// HTTP/1.x response. Nothing else of the payload is read.

@@ -14,10 +14,8 @@ pub const CONNECTS: &str = "CONNECTS";
 pub const SOCKOPTS: &str = "SOCKOPTS";
 /// The client connection each thread last read from, keyed by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";
-/// Processes that own watched sockets (the cheap first test on every write and read).
+/// Processes that own watched sockets (the cheap first test of getsockopt and SSL_write).
 pub const OWNERS: &str = "OWNERS";
-/// Read buffers of read()/recvfrom() calls in flight on upstream sockets, keyed by thread id.
-pub const READS: &str = "READS";
 /// Status lines passed to `SSL_write`, waiting for the thread's next write to a client socket.
 pub const TLS_STATUS: &str = "TLS_STATUS";
 /// Process ids chosen with `--pid`.

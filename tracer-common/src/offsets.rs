@@ -55,9 +55,45 @@ pub struct KernelOffsets {
     pub arg_send_reset_reason: u32,
     /// Index of `rx_sk` in `kfree_skb` (6.12+), or UNKNOWN.
     pub arg_kfree_skb_rx_sk: u32,
+    // The system call a task is in, from the user registers it saved on entry
+    // (`bpf_task_pt_regs`): socket tracepoints know the socket but not the user buffer.
+    /// `struct pt_regs` offset of the syscall number (x86-64 `orig_ax`, arm64 `syscallno`).
+    pub regs_syscall: u32,
+    /// `struct pt_regs` offset of the second syscall argument (x86-64 `si`, arm64 `regs[1]`).
+    pub regs_arg1: u32,
+    /// This architecture's numbers of the syscalls whose buffers can hold a status line.
+    pub syscalls: SyscallNumbers,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32 * 4);
+/// Syscall numbers of the architecture the tracer was built for (UNKNOWN where it has none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallNumbers {
+    pub write: u32,
+    pub writev: u32,
+    pub sendto: u32,
+    pub sendmsg: u32,
+    pub read: u32,
+    pub readv: u32,
+    pub recvfrom: u32,
+    pub recvmsg: u32,
+}
+
+impl SyscallNumbers {
+    /// Every number unknown.
+    pub const UNSET: Self = Self {
+        write: UNKNOWN,
+        writev: UNKNOWN,
+        sendto: UNKNOWN,
+        sendmsg: UNKNOWN,
+        read: UNKNOWN,
+        readv: UNKNOWN,
+        recvfrom: UNKNOWN,
+        recvmsg: UNKNOWN,
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 42 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -94,6 +130,9 @@ impl KernelOffsets {
         tp_sys_ret: UNKNOWN,
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
+        regs_syscall: UNKNOWN,
+        regs_arg1: UNKNOWN,
+        syscalls: SyscallNumbers::UNSET,
     };
 }
 

@@ -78,15 +78,6 @@ pub struct ClientRef {
     pub cookie: u64,
 }
 
-/// A read()/recvfrom() in flight: its buffer, and the upstream socket whose first response
-/// bytes it turned out to carry (set by `sock_recv_length` inside the same call).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingRead {
-    pub buf: u64,
-    pub want_sk: u64,
-}
-
 /// A getsockopt(SOL_SOCKET, SO_ERROR) call between entry and exit, keyed by thread id.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -122,9 +113,6 @@ pub static LAST_CLIENT: LruHashMap<u32, ClientRef> =
 
 #[map(name = "OWNERS")]
 pub static OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OWNERS_ENTRIES, 0);
-
-#[map(name = "READS")]
-pub static READS: LruHashMap<u32, PendingRead> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
 #[map(name = "TLS_STATUS")]
 pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
@@ -172,6 +160,14 @@ pub fn track(sk: u64, info: &SockInfo) -> bool {
         let _ = OWNERS.insert(&info.tgid, &1, 0);
     }
     true
+}
+
+/// Whether the process of `pid_tgid` owns a tracked socket.
+#[inline(always)]
+pub fn owner_watched(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a lookup of a plain value.
+    unsafe { OWNERS.get(&tgid) }.is_some()
 }
 
 /// Links an upstream socket to the client connection the current thread last read from: a

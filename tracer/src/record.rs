@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 use tracer_common::event::{
     Exchange, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_SYSCALL, FAIL_TIMEOUT, ROLE_CLIENT,
-    ROLE_UPSTREAM, VIA_READ, VIA_RECVFROM, VIA_SENDMSG, VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
+    ROLE_UPSTREAM, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG, VIA_SENDMSG, VIA_SENDTO,
+    VIA_TLS, VIA_WRITE, VIA_WRITEV,
 };
 
 use crate::{
@@ -186,6 +187,8 @@ fn via_name(via: u8) -> &'static str {
         VIA_READ => "read",
         VIA_RECVFROM => "recvfrom",
         VIA_TLS => "tls",
+        VIA_READV => "readv",
+        VIA_RECVMSG => "recvmsg",
         _ => "other",
     }
 }

@@ -1,5 +1,5 @@
-//! Socket reads and writes: time to first byte on upstream connections, and adoption of
-//! sockets that existed before the tracer started.
+//! Socket reads and writes: time to first byte on upstream connections, the status lines of
+//! responses (see `response`), and adoption of sockets that existed before the tracer started.
 
 use core::ffi::c_void;
 
@@ -16,9 +16,10 @@ use crate::{
         watched_current,
     },
     maps::{
-        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, READS, SOCKS, SockInfo, emit, flow_key,
+        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, SOCKS, SockInfo, emit, flow_key,
         link_to_client, now, put, track,
     },
+    probes::response::{on_client_write, on_upstream_read},
 };
 
 const MSG_PEEK: i32 = 2;
@@ -36,6 +37,10 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     let Some(info) = watched_sock(skp) else {
         return 0;
     };
+    if info.role == ROLE_CLIENT {
+        on_client_write(skp as u64, info, bpf_get_current_pid_tgid() as u32);
+        return 0;
+    }
     if info.role == ROLE_UPSTREAM {
         if info.req_start_ns == 0 {
             let ts = now();
@@ -97,15 +102,9 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
         };
         info.req_start_ns = 0;
         emit(EventKind::FirstByte, sk, info, &sk_tuple(sk), ts, payload);
-        // The read()/recvfrom() around us holds the status line: its exit hook reads it.
-        if let Some(r) = READS.get_ptr_mut(&(pid_tgid as u32)) {
-            // SAFETY: a valid map value pointer; only this thread uses its entry. An entry
-            // whose read has ended (`buf` 0) stays unused.
-            unsafe {
-                if (*r).buf != 0 {
-                    (*r).want_sk = sk;
-                }
-            }
+        if ret >= 12 {
+            // The buffer of the read around us starts with the status line.
+            on_upstream_read(sk, info, ts);
         }
     }
     info.last_rx_ns = ts;

@@ -1,192 +1,156 @@
 //! HTTP status lines: the one a watched proxy writes to a client (the response it answered)
-//! and the one it reads from an upstream (the response it was given). Only the first 12 bytes
-//! of a buffer are read, and only after the cheap tests passed: the writer owns watched
-//! sockets, the descriptor is a watched socket of the right role, the bytes are a status line.
+//! and the one it reads from an upstream (the response it was given).
+//!
+//! They are read in the socket tracepoints, which already run inside every read and write of
+//! a watched socket, from the user buffer of the system call around them: no hook on the
+//! read and write system calls themselves, which every process on the host would pay for.
+//! Only the first 12 bytes of a buffer are read, and only after the cheap tests passed: the
+//! socket is watched and has the right role.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
-use tracer_common::event::{
-    EventKind, ROLE_CLIENT, ROLE_UPSTREAM, Response, VIA_READ, VIA_RECVFROM, VIA_SENDMSG,
-    VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
+use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs};
+use tracer_common::{
+    event::{
+        EventKind, Response, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG, VIA_SENDMSG,
+        VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
+    },
+    offsets::UNKNOWN,
 };
 
 use crate::{
-    kernel::{fd_to_sk, sk_tuple, sys_arg, sys_ret, user_status},
-    maps::{OWNERS, PendingRead, READS, SOCKS, SockInfo, TLS_STATUS, emit, now, put},
+    kernel::{off, read, sk_tuple, user_status},
+    maps::{SockInfo, TLS_STATUS, emit, now},
 };
 
 /// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
 const MSGHDR_IOV: u64 = 16;
 
-/// Hook: tracepoint `syscalls:sys_enter_write`. Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    let _ = on_send(&ctx, VIA_WRITE);
-    0
-}
+/// Set by the SSL_write uprobe once it has seen a status line: until then no write looks for
+/// one it left.
+#[unsafe(no_mangle)]
+pub(crate) static mut TLS_SEEN: u8 = 0;
 
-/// Hook: tracepoint `syscalls:sys_enter_writev` (nginx writes response headers with it).
-/// Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    let _ = on_send(&ctx, VIA_WRITEV);
-    0
-}
-
-/// Hook: tracepoint `syscalls:sys_enter_sendto` (send() and HAProxy). Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
-pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    let _ = on_send(&ctx, VIA_SENDTO);
-    0
-}
-
-/// Hook: tracepoint `syscalls:sys_enter_sendmsg`. Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    let _ = on_send(&ctx, VIA_SENDMSG);
-    0
-}
-
+/// A status line leaving on client socket `sk`, written by the running thread `tid`.
 #[inline(always)]
-pub(crate) fn owner_watched(pid_tgid: u64) -> bool {
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: a lookup of a plain value.
-    unsafe { OWNERS.get(&tgid) }.is_some()
-}
-
-fn on_send(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !owner_watched(pid_tgid) {
-        return Ok(());
-    }
-    let fd = sys_arg(ctx, 0)?;
-    let arg = sys_arg(ctx, 1)?;
-    let sk = fd_to_sk(fd as u32);
-    // SAFETY: copied out at once.
-    let Some(mut info) = (unsafe { SOCKS.get(&sk) }).copied() else {
-        return Ok(());
+pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
+    let status = match syscall_status() {
+        Some((status, via)) => Some((status, via)),
+        None => tls_status(tid).map(|status| (status, VIA_TLS)),
     };
-    if info.role != ROLE_CLIENT {
-        return Ok(());
-    }
-    let tid = pid_tgid as u32;
-    // A status line handed to SSL_write by this thread leaves in this (encrypted) write.
-    // SAFETY: copied out at once.
-    if let Some(status) = (unsafe { TLS_STATUS.get(&tid) }).copied() {
-        let _ = TLS_STATUS.remove(&tid);
-        info.tid = tid;
-        emit_status(EventKind::Response, sk, &info, status, VIA_TLS);
-        return Ok(());
-    }
-    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
-    let buf: u64 = unsafe {
-        match via {
-            VIA_WRITEV => bpf_probe_read_user(arg as *const u64)?,
-            VIA_SENDMSG => {
-                let iov: u64 = bpf_probe_read_user((arg + MSGHDR_IOV) as *const u64)?;
-                bpf_probe_read_user(iov as *const u64)?
-            }
-            _ => arg,
-        }
-    };
-    let Some(status) = user_status(buf) else {
-        return Ok(());
+    let Some((status, via)) = status else {
+        return;
     };
     // The writer, not the acceptor, is the thread that answered.
-    info.tid = pid_tgid as u32;
-    emit_status(EventKind::Response, sk, &info, status, via);
-    Ok(())
-}
-
-/// Emits a status line seen on socket `sk`: a `Response` written to a client or an
-/// `UpstreamResponse` read from an upstream.
-#[inline(always)]
-fn emit_status(kind: EventKind, sk: u64, info: &SockInfo, status: u16, via: u8) {
+    info.tid = tid;
     let payload = Response {
         status,
         via,
         _pad: [0; 5],
     };
-    emit(kind, sk, info, &sk_tuple(sk), now(), payload);
+    emit(EventKind::Response, sk, info, &sk_tuple(sk), now(), payload);
 }
 
-/// Hook: tracepoint `syscalls:sys_enter_read`. Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_read")]
-pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    let _ = on_read_enter(&ctx);
-    0
-}
-
-/// Hook: tracepoint `syscalls:sys_enter_recvfrom` (recv(), used by nginx and HAProxy).
-/// Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_enter_recvfrom")]
-pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    let _ = on_read_enter(&ctx);
-    0
-}
-
-fn on_read_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !owner_watched(pid_tgid) {
-        return Ok(());
+/// The first response bytes of upstream socket `sk`, just read by the running thread.
+#[inline(always)]
+pub fn on_upstream_read(sk: u64, info: &SockInfo, ts: u64) {
+    if let Some((status, via)) = syscall_status() {
+        let payload = Response {
+            status,
+            via,
+            _pad: [0; 5],
+        };
+        emit(
+            EventKind::UpstreamResponse,
+            sk,
+            info,
+            &sk_tuple(sk),
+            ts,
+            payload,
+        );
     }
-    let pending = PendingRead {
-        buf: sys_arg(ctx, 1)?,
-        want_sk: 0,
-    };
-    put(&READS, pid_tgid as u32, &pending);
-    Ok(())
 }
 
-/// Hook: tracepoint `syscalls:sys_exit_read`. Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_exit_read")]
-pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
-    let _ = on_read_exit(&ctx, VIA_READ);
-    0
-}
-
-/// Hook: tracepoint `syscalls:sys_exit_recvfrom`. Checked on 6.18.
-#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
-pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
-    let _ = on_read_exit(&ctx, VIA_RECVFROM);
-    0
-}
-
-fn on_read_exit(ctx: &TracePointContext, via: u8) -> Result<(), i32> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(p) = READS.get_ptr_mut(&tid) else {
-        return Ok(());
-    };
-    // SAFETY: a valid map value pointer; only this thread uses its entry. The entry is kept
-    // for the thread's next read and marked as ended (`buf` 0) instead of deleted.
-    let pending = unsafe {
-        let pending = *p;
-        (*p).buf = 0;
-        (*p).want_sk = 0;
-        pending
-    };
-    if pending.buf == 0 {
-        return Ok(());
+/// A status line handed to SSL_write by this thread leaves in its next (encrypted) write.
+#[inline(always)]
+fn tls_status(tid: u32) -> Option<u16> {
+    // SAFETY: a plain global; a stale read only delays the first TLS status by one write.
+    if unsafe { core::ptr::read_volatile(&raw const TLS_SEEN) } == 0 {
+        return None;
     }
-    // `want_sk` is set by sock_recv_length when this read returned an upstream's first
-    // response bytes.
-    if pending.want_sk == 0 || sys_ret(ctx)? < 12 {
-        return Ok(());
-    }
-    let sk = pending.want_sk;
     // SAFETY: copied out at once.
-    let Some(info) = (unsafe { SOCKS.get(&sk) }).copied() else {
-        return Ok(());
-    };
-    if info.role != ROLE_UPSTREAM {
-        return Ok(());
+    let status = (unsafe { TLS_STATUS.get(&tid) }).copied()?;
+    let _ = TLS_STATUS.remove(&tid);
+    Some(status)
+}
+
+/// The status line at the start of the user buffer of the read or write system call the
+/// running task is in, and which call that is. Other calls (io_uring, sendfile, splice) and
+/// kernels whose registers user space could not describe give none.
+#[inline(always)]
+fn syscall_status() -> Option<(u16, u8)> {
+    let mut nr = UNKNOWN;
+    let arg = syscall_arg1(&mut nr);
+    if nr == UNKNOWN {
+        return None;
     }
-    let Some(status) = user_status(pending.buf) else {
-        return Ok(());
+    let via = via_of(nr)?;
+    // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
+    let buf: u64 = unsafe {
+        match via {
+            VIA_WRITEV | VIA_READV => bpf_probe_read_user(arg as *const u64).ok()?,
+            VIA_SENDMSG | VIA_RECVMSG => {
+                let iov: u64 = bpf_probe_read_user((arg + MSGHDR_IOV) as *const u64).ok()?;
+                bpf_probe_read_user(iov as *const u64).ok()?
+            }
+            _ => arg,
+        }
     };
-    emit_status(EventKind::UpstreamResponse, sk, &info, status, via);
-    Ok(())
+    Some((user_status(buf)?, via))
+}
+
+/// The second argument of the system call the running task is in, from the user registers it
+/// saved on entry; `nr` is set to the call's number, or stays UNKNOWN.
+// Out of line, so that the registers pointer (a typed kernel pointer to the verifier) lives
+// only here: the compiler cannot reuse its register for another value.
+#[inline(never)]
+fn syscall_arg1(nr: &mut u32) -> u64 {
+    let nr_off = off!(regs_syscall);
+    if nr_off == UNKNOWN {
+        return 0;
+    }
+    // SAFETY: the helpers return the running task and its saved user registers; both are only
+    // read through bpf_probe_read_kernel.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // -1 (not in a system call) reads as UNKNOWN.
+    *nr = read::<u32>(regs, nr_off);
+    read::<u64>(regs, off!(regs_arg1))
+}
+
+/// Which read or write system call number `nr` is on this architecture.
+#[inline(always)]
+fn via_of(nr: u32) -> Option<u8> {
+    macro_rules! nr {
+        ($name:ident) => {
+            // SAFETY: OFFSETS is a plain static; reading a field of it is always valid.
+            unsafe { core::ptr::read_volatile(&crate::kernel::OFFSETS.syscalls.$name) }
+        };
+    }
+    Some(if nr == nr!(write) {
+        VIA_WRITE
+    } else if nr == nr!(writev) {
+        VIA_WRITEV
+    } else if nr == nr!(sendto) {
+        VIA_SENDTO
+    } else if nr == nr!(sendmsg) {
+        VIA_SENDMSG
+    } else if nr == nr!(read) {
+        VIA_READ
+    } else if nr == nr!(readv) {
+        VIA_READV
+    } else if nr == nr!(recvfrom) {
+        VIA_RECVFROM
+    } else if nr == nr!(recvmsg) {
+        VIA_RECVMSG
+    } else {
+        return None;
+    })
 }

@@ -7,10 +7,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use super::response::owner_watched;
 use crate::{
     kernel::{fd_to_sk, sys_arg, sys_ret},
-    maps::{PendingSockopt, SOCKOPTS, SOCKS, put},
+    maps::{PendingSockopt, SOCKOPTS, SOCKS, owner_watched, put},
 };
 
 const SOL_SOCKET: u64 = 1;

@@ -2,8 +2,11 @@
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
-use super::response::owner_watched;
-use crate::{kernel::user_status, maps::TLS_STATUS};
+use super::response::TLS_SEEN;
+use crate::{
+    kernel::user_status,
+    maps::{TLS_STATUS, owner_watched},
+};
 
 /// Hook: uprobe on `SSL_write(SSL *ssl, const void *buf, int num)` and
 /// `SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written)` in the libssl the
@@ -26,6 +29,8 @@ fn try_ssl_write(ctx: &ProbeContext) -> Result<(), i32> {
         TLS_STATUS
             .insert(&(pid_tgid as u32), &status, 0)
             .map_err(|e| e as i32)?;
+        // SAFETY: a plain global, only ever set to 1.
+        unsafe { core::ptr::write_volatile(&raw mut TLS_SEEN, 1) };
     }
     Ok(())
 }

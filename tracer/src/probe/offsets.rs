@@ -1,6 +1,6 @@
 //! Fills [`KernelOffsets`] from the running kernel's BTF and tracepoint format files.
 
-use tracer_common::offsets::{KernelOffsets, UNKNOWN};
+use tracer_common::offsets::{KernelOffsets, SyscallNumbers, UNKNOWN};
 
 use super::{
     btf::{Btf, BtfError},
@@ -37,13 +37,32 @@ pub struct Resolved {
 pub const SYSCALL_ARGS: &[(&str, &[&str])] = &[
     ("connect", &["fd", "uservaddr"]),
     ("getsockopt", &["fd", "level", "optname", "optval"]),
-    ("write", &["fd", "buf"]),
-    ("writev", &["fd", "vec"]),
-    ("sendto", &["fd", "buff"]),
-    ("sendmsg", &["fd", "msg"]),
-    ("read", &["fd", "buf"]),
-    ("recvfrom", &["fd", "ubuf"]),
 ];
+
+/// Where the syscall number and the second argument sit in the user registers a task saved on
+/// syscall entry: `(struct pt_regs path, extra bytes)` for each. The buffer of a read or write
+/// is its second argument.
+#[cfg(target_arch = "x86_64")]
+const REGS: [(&str, u32); 2] = [("orig_ax", 0), ("si", 0)];
+#[cfg(target_arch = "aarch64")]
+const REGS: [(&str, u32); 2] = [("syscallno", 0), ("regs", 8)];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const REGS: [(&str, u32); 2] = [("", 0), ("", 0)];
+
+/// The numbers of the syscalls a status line is written or read with, on this architecture.
+pub fn syscall_numbers() -> SyscallNumbers {
+    let n = |nr: libc::c_long| u32::try_from(nr).unwrap_or(UNKNOWN);
+    SyscallNumbers {
+        write: n(libc::SYS_write),
+        writev: n(libc::SYS_writev),
+        sendto: n(libc::SYS_sendto),
+        sendmsg: n(libc::SYS_sendmsg),
+        read: n(libc::SYS_read),
+        readv: n(libc::SYS_readv),
+        recvfrom: n(libc::SYS_recvfrom),
+        recvmsg: n(libc::SYS_recvmsg),
+    }
+}
 
 /// Where syscall arguments and return values sit in tracepoint records, from the format of
 /// `write` (every syscall tracepoint shares the layout; [`check_syscall`] verifies each).
@@ -136,6 +155,14 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.fdtable_fd = optional("fdtable", "fd");
     o.file_private_data = optional("file", "private_data");
     o.socket_sk = optional("socket", "sk");
+    let [(nr_field, nr_extra), (arg_field, arg_extra)] = REGS;
+    let nr = optional("pt_regs", nr_field);
+    let arg1 = optional("pt_regs", arg_field);
+    if nr != UNKNOWN && arg1 != UNKNOWN {
+        o.regs_syscall = nr + nr_extra;
+        o.regs_arg1 = arg1 + arg_extra;
+        o.syscalls = syscall_numbers();
+    }
     // Tracepoint argument lists grew over time: read an argument only where this kernel has it.
     if btf.trace_arg_count("tcp_send_reset").unwrap_or(0) >= 3 {
         o.arg_send_reset_reason = 2;
@@ -188,6 +215,9 @@ mod tests {
             r.missing
         );
         assert_ne!(o.tp_sys_args, UNKNOWN);
+        assert_ne!(o.regs_syscall, UNKNOWN);
+        assert_ne!(o.regs_arg1, UNKNOWN);
+        assert_eq!(o.syscalls, syscall_numbers());
         for (name, _) in SYSCALL_ARGS {
             check_syscall(&format!("sys_enter_{name}"), &o).unwrap();
         }
