@@ -20,6 +20,8 @@ pub const OWNERS: &str = "OWNERS";
 pub const TLS_STATUS: &str = "TLS_STATUS";
 /// Process ids chosen with `--pid`.
 pub const PIDS: &str = "PIDS";
+/// Whether a thread passed the process filter, keyed by thread, process and thread name.
+pub const WATCHED: &str = "WATCHED";
 
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 4 << 20;
@@ -31,6 +33,8 @@ pub const CONNECTS_ENTRIES: u32 = 8_192;
 pub const OWNERS_ENTRIES: u32 = 4_096;
 /// Most `--pid` values.
 pub const PIDS_ENTRIES: u32 = 64;
+/// Threads whose process-filter result is remembered at once (an LRU).
+pub const WATCHED_ENTRIES: u32 = 16_384;
 
 /// Indexes of the per-CPU counter array.
 #[repr(u32)]

@@ -13,7 +13,7 @@ use tracer_common::{
     offsets::{KernelOffsets, UNKNOWN},
 };
 
-use crate::maps::PIDS;
+use crate::maps::{PIDS, ThreadKey, WATCHED};
 
 /// Field offsets, filled in by user space before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -114,9 +114,25 @@ pub fn current_comm() -> [u8; 16] {
 }
 
 /// Whether the running task belongs to a watched process. Only called where a socket is first
-/// seen (connect, accept, adoption), never per packet.
+/// seen (connect, accept, adoption), never per packet. The answer is remembered per thread.
 #[inline(never)]
 pub fn watched_current(comm: &[u8; 16]) -> bool {
+    let key = ThreadKey {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        comm: *comm,
+    };
+    // SAFETY: a lookup of a plain value.
+    if let Some(known) = unsafe { WATCHED.get(&key) } {
+        return *known != 0;
+    }
+    let watched = filter_current(comm);
+    let _ = WATCHED.insert(&key, &(watched as u8), 0);
+    watched
+}
+
+/// The process filter itself: a watched thread name, a `--pid`, or a child of one.
+#[inline(always)]
+fn filter_current(comm: &[u8; 16]) -> bool {
     let words = [
         u64::from_ne_bytes([
             comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],

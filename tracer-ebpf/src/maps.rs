@@ -11,7 +11,7 @@ use tracer_common::{
     event::{EventKind, Exchange, Record},
     maps::{
         CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, OWNERS_ENTRIES, PIDS_ENTRIES,
-        SOCKS_ENTRIES,
+        SOCKS_ENTRIES, WATCHED_ENTRIES,
     },
     net::{FlowKey, SockTuple},
 };
@@ -119,6 +119,21 @@ pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(CONNE
 
 #[map(name = "PIDS")]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
+
+/// A thread as the process filter sees it. The name is part of the key because exec() renames
+/// a thread without changing its id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadKey {
+    pub pid_tgid: u64,
+    pub comm: [u8; 16],
+}
+
+/// The process filter's result per thread: 1 watched, 0 not. Every socket write and read of a
+/// process that owns no watched socket asks (see `adopt`), as does every connect() and accept()
+/// on the host, and the full filter costs several map lookups and kernel reads.
+#[map(name = "WATCHED")]
+pub static WATCHED: LruHashMap<ThreadKey, u8> = LruHashMap::with_max_entries(WATCHED_ENTRIES, 0);
 
 impl SockInfo {
     /// A fresh entry for a socket first seen now in the running task.
