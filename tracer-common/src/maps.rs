@@ -10,8 +10,6 @@ pub const SOCKS: &str = "SOCKS";
 pub const FLOWS: &str = "FLOWS";
 /// connect() calls in flight, keyed by thread id.
 pub const CONNECTS: &str = "CONNECTS";
-/// getsockopt(SO_ERROR) calls in flight, keyed by thread id.
-pub const SOCKOPTS: &str = "SOCKOPTS";
 /// The client connection each thread last read from, keyed by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";
 /// Processes that own watched sockets (the cheap first test of getsockopt and SSL_write).

@@ -59,8 +59,9 @@ pub struct KernelOffsets {
     // (`bpf_task_pt_regs`): socket tracepoints know the socket but not the user buffer.
     /// `struct pt_regs` offset of the syscall number (x86-64 `orig_ax`, arm64 `syscallno`).
     pub regs_syscall: u32,
-    /// `struct pt_regs` offset of the second syscall argument (x86-64 `si`, arm64 `regs[1]`).
-    pub regs_arg1: u32,
+    /// `struct pt_regs` offsets of the first four syscall arguments (x86-64 `di`, `si`, `dx`,
+    /// `r10`; arm64 `orig_x0`, `regs[1..4]`). They keep their values until the call returns.
+    pub regs_args: [u32; 4],
     /// This architecture's numbers of the syscalls whose buffers can hold a status line.
     pub syscalls: SyscallNumbers,
 }
@@ -93,7 +94,7 @@ impl SyscallNumbers {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 42 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 45 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -131,7 +132,7 @@ impl KernelOffsets {
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
         regs_syscall: UNKNOWN,
-        regs_arg1: UNKNOWN,
+        regs_args: [UNKNOWN; 4],
         syscalls: SyscallNumbers::UNSET,
     };
 }

@@ -3,7 +3,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
     },
     programs::TracePointContext,
 };
@@ -213,6 +214,34 @@ pub fn sys_ret(ctx: &TracePointContext) -> Result<i64, i32> {
     let offset = off!(tp_sys_ret) as usize;
     // SAFETY: as above.
     unsafe { ctx.read_at(offset) }
+}
+
+/// Arguments `FROM..FROM + N` of the system call the running task is in, from the user
+/// registers it saved on entry; `nr` is set to the call's number, or stays UNKNOWN (not in a
+/// system call, or registers user space could not describe). Valid from the call's entry to
+/// its `sys_exit` tracepoint.
+// Out of line, so that the registers pointer (a typed kernel pointer to the verifier) lives
+// only here: the compiler cannot reuse its register for another value.
+#[inline(never)]
+pub fn syscall_args<const FROM: usize, const N: usize>(nr: &mut u32) -> [u64; N] {
+    let mut args = [0u64; N];
+    let nr_off = off!(regs_syscall);
+    if nr_off == UNKNOWN {
+        return args;
+    }
+    // SAFETY: the helpers return the running task and its saved user registers; both are only
+    // read through bpf_probe_read_kernel.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // -1 (not in a system call) reads as UNKNOWN.
+    *nr = read::<u32>(regs, nr_off);
+    let mut i = 0;
+    while i < N && FROM + i < 4 {
+        // SAFETY: OFFSETS is a plain static and the index is in bounds.
+        let off = unsafe { core::ptr::read_volatile(&OFFSETS.regs_args[FROM + i]) };
+        args[i] = read::<u64>(regs, off);
+        i += 1;
+    }
+    args
 }
 
 /// The reported status of the status line at user address `buf`, if the buffer starts with

@@ -78,15 +78,6 @@ pub struct ClientRef {
     pub cookie: u64,
 }
 
-/// A getsockopt(SOL_SOCKET, SO_ERROR) call between entry and exit, keyed by thread id.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingSockopt {
-    pub optval: u64,
-    pub fd: u32,
-    pub _pad: u32,
-}
-
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
@@ -101,10 +92,6 @@ pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(SOCKS_
 
 #[map(name = "CONNECTS")]
 pub static CONNECTS: LruHashMap<u32, PendingConnect> =
-    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
-
-#[map(name = "SOCKOPTS")]
-pub static SOCKOPTS: LruHashMap<u32, PendingSockopt> =
     LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
 #[map(name = "LAST_CLIENT")]

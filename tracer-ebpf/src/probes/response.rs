@@ -7,7 +7,7 @@
 //! Only the first 12 bytes of a buffer are read, and only after the cheap tests passed: the
 //! socket is watched and has the right role.
 
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs};
+use aya_ebpf::helpers::bpf_probe_read_user;
 use tracer_common::{
     event::{
         EventKind, Response, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG, VIA_SENDMSG,
@@ -17,7 +17,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{off, read, sk_tuple, user_status},
+    kernel::{sk_tuple, syscall_args, user_status},
     maps::{SockInfo, TLS_STATUS, emit, now},
 };
 
@@ -88,7 +88,7 @@ fn tls_status(tid: u32) -> Option<u16> {
 #[inline(always)]
 fn syscall_status() -> Option<(u16, u8)> {
     let mut nr = UNKNOWN;
-    let arg = syscall_arg1(&mut nr);
+    let [arg] = syscall_args::<1, 1>(&mut nr);
     if nr == UNKNOWN {
         return None;
     }
@@ -105,24 +105,6 @@ fn syscall_status() -> Option<(u16, u8)> {
         }
     };
     Some((user_status(buf)?, via))
-}
-
-/// The second argument of the system call the running task is in, from the user registers it
-/// saved on entry; `nr` is set to the call's number, or stays UNKNOWN.
-// Out of line, so that the registers pointer (a typed kernel pointer to the verifier) lives
-// only here: the compiler cannot reuse its register for another value.
-#[inline(never)]
-fn syscall_arg1(nr: &mut u32) -> u64 {
-    let nr_off = off!(regs_syscall);
-    if nr_off == UNKNOWN {
-        return 0;
-    }
-    // SAFETY: the helpers return the running task and its saved user registers; both are only
-    // read through bpf_probe_read_kernel.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // -1 (not in a system call) reads as UNKNOWN.
-    *nr = read::<u32>(regs, nr_off);
-    read::<u64>(regs, off!(regs_arg1))
 }
 
 /// Which read or write system call number `nr` is on this architecture.

@@ -97,12 +97,6 @@ pub const HOOKS: &[Hook] = &[
         feature: "connect_start, connect() errors before the wire",
     },
     Hook {
-        program: "sys_enter_getsockopt",
-        kind: HookKind::Tracepoint("syscalls", "sys_enter_getsockopt"),
-        required: false,
-        feature: "errno of ICMP-failed connects (read by the application with SO_ERROR)",
-    },
-    Hook {
         program: "sys_exit_getsockopt",
         kind: HookKind::Tracepoint("syscalls", "sys_exit_getsockopt"),
         required: false,

@@ -34,20 +34,22 @@ pub struct Resolved {
 
 /// Arguments of the syscalls the programs read, in order; each must sit at
 /// `tp_sys_args + 8 * index` in its `sys_enter_*` record.
-pub const SYSCALL_ARGS: &[(&str, &[&str])] = &[
-    ("connect", &["fd", "uservaddr"]),
-    ("getsockopt", &["fd", "level", "optname", "optval"]),
-];
+pub const SYSCALL_ARGS: &[(&str, &[&str])] = &[("connect", &["fd", "uservaddr"])];
 
-/// Where the syscall number and the second argument sit in the user registers a task saved on
-/// syscall entry: `(struct pt_regs path, extra bytes)` for each. The buffer of a read or write
-/// is its second argument.
+/// Where the syscall number and the first four arguments sit in the user registers a task
+/// saved on syscall entry, as `(struct pt_regs member, extra bytes)`.
 #[cfg(target_arch = "x86_64")]
-const REGS: [(&str, u32); 2] = [("orig_ax", 0), ("si", 0)];
+const REGS: [(&str, u32); 5] = [("orig_ax", 0), ("di", 0), ("si", 0), ("dx", 0), ("r10", 0)];
 #[cfg(target_arch = "aarch64")]
-const REGS: [(&str, u32); 2] = [("syscallno", 0), ("regs", 8)];
+const REGS: [(&str, u32); 5] = [
+    ("syscallno", 0),
+    ("orig_x0", 0),
+    ("regs", 8),
+    ("regs", 16),
+    ("regs", 24),
+];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-const REGS: [(&str, u32); 2] = [("", 0), ("", 0)];
+const REGS: [(&str, u32); 5] = [("", 0); 5];
 
 /// The numbers of the syscalls a status line is written or read with, on this architecture.
 pub fn syscall_numbers() -> SyscallNumbers {
@@ -155,12 +157,13 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.fdtable_fd = optional("fdtable", "fd");
     o.file_private_data = optional("file", "private_data");
     o.socket_sk = optional("socket", "sk");
-    let [(nr_field, nr_extra), (arg_field, arg_extra)] = REGS;
-    let nr = optional("pt_regs", nr_field);
-    let arg1 = optional("pt_regs", arg_field);
-    if nr != UNKNOWN && arg1 != UNKNOWN {
-        o.regs_syscall = nr + nr_extra;
-        o.regs_arg1 = arg1 + arg_extra;
+    let regs = REGS.map(|(field, extra)| match optional("pt_regs", field) {
+        UNKNOWN => UNKNOWN,
+        offset => offset + extra,
+    });
+    if !regs.contains(&UNKNOWN) {
+        o.regs_syscall = regs[0];
+        o.regs_args = [regs[1], regs[2], regs[3], regs[4]];
         o.syscalls = syscall_numbers();
     }
     // Tracepoint argument lists grew over time: read an argument only where this kernel has it.
@@ -216,7 +219,7 @@ mod tests {
         );
         assert_ne!(o.tp_sys_args, UNKNOWN);
         assert_ne!(o.regs_syscall, UNKNOWN);
-        assert_ne!(o.regs_arg1, UNKNOWN);
+        assert!(!o.regs_args.contains(&UNKNOWN));
         assert_eq!(o.syscalls, syscall_numbers());
         for (name, _) in SYSCALL_ARGS {
             check_syscall(&format!("sys_enter_{name}"), &o).unwrap();
