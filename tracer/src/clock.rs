@@ -68,33 +68,37 @@ pub fn rfc3339_from_unix_ns(ns: i128) -> String {
 /// [`rfc3339_from_unix_ns`] without the allocation and formatting machinery, for the record of
 /// every event.
 pub fn write_rfc3339(out: &mut Vec<u8>, ns: i128) {
+    // Every event record carries a time: 64-bit arithmetic (good until 2262) instead of
+    // 128-bit division, and the digits filled into a template.
+    let Ok(ns) = i64::try_from(ns) else {
+        out.extend_from_slice(rfc3339_from_unix_ns(ns).as_bytes());
+        return;
+    };
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000) as u32;
     let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400) as i64);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     if !(0..=9999).contains(&y) {
-        out.extend_from_slice(rfc3339_from_unix_ns(ns).as_bytes());
+        out.extend_from_slice(rfc3339_from_unix_ns(ns.into()).as_bytes());
         return;
     }
-    let digits = |out: &mut Vec<u8>, n: u32, width: u32| {
-        for i in (0..width).rev() {
-            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
-        }
-    };
-    digits(out, y as u32, 4);
-    out.push(b'-');
-    digits(out, m, 2);
-    out.push(b'-');
-    digits(out, d, 2);
-    out.push(b'T');
-    digits(out, sod / 3600, 2);
-    out.push(b':');
-    digits(out, sod % 3600 / 60, 2);
-    out.push(b':');
-    digits(out, sod % 60, 2);
-    out.push(b'.');
-    digits(out, nanos, 9);
-    out.push(b'Z');
+    let mut text = *b"0000-00-00T00:00:00.000000000Z";
+    fill_digits(&mut text[0..4], y as u32);
+    fill_digits(&mut text[5..7], m);
+    fill_digits(&mut text[8..10], d);
+    fill_digits(&mut text[11..13], sod / 3600);
+    fill_digits(&mut text[14..16], sod % 3600 / 60);
+    fill_digits(&mut text[17..19], sod % 60);
+    fill_digits(&mut text[20..29], nanos);
+    out.extend_from_slice(&text);
+}
+
+/// Writes `n` in decimal into `dst`, zero-padded to its width (higher digits are dropped).
+fn fill_digits(dst: &mut [u8], mut n: u32) {
+    for b in dst.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

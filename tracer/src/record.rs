@@ -158,15 +158,70 @@ impl Key {
     }
 }
 
-/// The fields of an event record, at most this many.
-const MAX_FIELDS: usize = 24;
+/// Every key, in declaration (and so name) order: `KEYS[k as usize] == k`.
+const KEYS: [Key; 35] = [
+    Key::AwaitingResponse,
+    Key::BytesReceived,
+    Key::BytesSent,
+    Key::Cause,
+    Key::Comm,
+    Key::Cookie,
+    Key::Direction,
+    Key::DurationUs,
+    Key::Errno,
+    Key::Error,
+    Key::Fd,
+    Key::IdleUs,
+    Key::Laddr,
+    Key::LatencyUs,
+    Key::Location,
+    Key::Peer,
+    Key::Pid,
+    Key::Raddr,
+    Key::Reason,
+    Key::RequestAgeUs,
+    Key::RequestBytes,
+    Key::RequestNo,
+    Key::Requests,
+    Key::Role,
+    Key::SrttUs,
+    Key::State,
+    Key::Status,
+    Key::SynRetransmits,
+    Key::Tid,
+    Key::Time,
+    Key::Total,
+    Key::TotalRetrans,
+    Key::TtfbUs,
+    Key::Type,
+    Key::Via,
+];
 
-/// The fields of one event record, in no particular order.
-struct Fields(Vec<(Key, Field)>);
+/// The fields of one event record, one slot per key: reading the slots in order gives the
+/// fields in key order, with no sort and no allocation.
+struct Fields([Option<Field>; KEYS.len()]);
 
 impl Fields {
+    fn new() -> Self {
+        Self([const { None }; KEYS.len()])
+    }
+
     fn put(&mut self, key: Key, v: Field) {
-        self.0.push((key, v));
+        self.0[key as usize] = Some(v);
+    }
+
+    /// The fields that were set, in key order.
+    fn into_iter(self) -> impl Iterator<Item = (Key, Field)> {
+        KEYS.into_iter()
+            .zip(self.0)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+    }
+
+    /// The fields that were set, in key order.
+    fn iter(&self) -> impl Iterator<Item = (Key, &Field)> {
+        KEYS.iter()
+            .zip(&self.0)
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
     }
 }
 
@@ -211,7 +266,7 @@ pub fn event_time_ns(ev: &Event) -> u64 {
 /// Every field of an event's record: the one list both record writers below use.
 fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
     let h = &ev.header;
-    let mut m = Fields(Vec::with_capacity(MAX_FIELDS));
+    let mut m = Fields::new();
     m.put(Key::Type, Field::Static(type_name(&ev.payload)));
     m.put(Key::Time, Field::Time(event_time_ns(ev)));
     m.put(Key::Pid, Field::U64(h.tgid.into()));
@@ -346,7 +401,6 @@ fn write_addr(out: &mut Vec<u8>, a: &std::net::SocketAddr) {
 /// Builds the JSON record of an event.
 pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
     let m: Map<String, Value> = event_fields(ev, ctx)
-        .0
         .into_iter()
         .map(|(k, v)| (k.name().to_string(), v.into_value(ctx)))
         .collect();
@@ -357,8 +411,7 @@ pub fn event_record(ev: &Event, ctx: &RecordContext) -> Value {
 /// serialising [`event_record`] (keys in order), without building the map. This is the path
 /// of every event, tens of thousands a second on a busy proxy.
 pub fn write_event_record(ev: &Event, ctx: &RecordContext, out: &mut Vec<u8>) {
-    let mut fields = event_fields(ev, ctx).0;
-    fields.sort_unstable_by_key(|(k, _)| *k as u8);
+    let fields = event_fields(ev, ctx);
     out.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
         if i > 0 {
@@ -403,6 +456,16 @@ mod tests {
     use tracer_common::event::{ConnectFailed, EventKind, Record, Reset};
 
     use super::*;
+
+    #[test]
+    fn keys_are_listed_in_declaration_and_name_order() {
+        for (i, k) in KEYS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+        for pair in KEYS.windows(2) {
+            assert!(pair[0].name() < pair[1].name(), "{pair:?}");
+        }
+    }
     use crate::decode::{
         decode,
         tests::{bytes_of, header},

@@ -93,23 +93,49 @@ pub enum Finding {
     Retried(Box<Retried>),
 }
 
+/// Hashes the kernel's socket cookies (a counter, not chosen by any peer) with one multiply
+/// instead of SipHash: every event looks its connection up.
+#[derive(Debug, Default, Clone, Copy)]
+struct CookieHasher(u64);
+
+impl std::hash::Hasher for CookieHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The table takes buckets from the low bits and tags from the high ones: fold both.
+        self.0 = h ^ (h >> 32);
+    }
+}
+
+/// A map keyed by socket cookie (or another kernel-made u64 key).
+type CookieMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CookieHasher>>;
+
 /// The correlation state.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    conns: HashMap<u64, UpstreamConn>,
+    conns: CookieMap<UpstreamConn>,
     /// Upstream connection keys linked to each client cookie, most recent last.
-    by_client: HashMap<u64, VecDeque<u64>>,
+    by_client: CookieMap<VecDeque<u64>>,
     /// Failures on reused connections that no error response has claimed yet, by client.
-    unanswered: HashMap<u64, Event>,
+    unanswered: CookieMap<Event>,
     /// Per upstream address: idle times at reuse and at the upstream's closes.
-    pub idle: HashMap<String, IdleStats>,
+    pub idle: HashMap<std::net::SocketAddr, IdleStats>,
     /// Insertion order of `conns`, to forget the oldest beyond `MAX_CONNS`.
     order: VecDeque<u64>,
     /// Time of the last verdict per client connection: a later response on the same client
     /// connection is explained only by events after it.
-    answered: HashMap<u64, u64>,
+    answered: CookieMap<u64>,
     /// Responses waiting for their upstream to fail or close, by client cookie.
-    pending: HashMap<u64, Event>,
+    pending: CookieMap<Event>,
     /// Verdicts written recently, for linking access-log lines to them.
     recent: log::RecentVerdicts,
     /// Failures (connection key, time) already used by access-log-only verdicts.
@@ -256,17 +282,14 @@ impl Correlator {
     fn on_upstream(&mut self, ev: &Event, out: &mut Vec<Finding>) {
         let key = conn_key(ev);
         let client = ev.header.peer;
-        let raddr = crate::decode::addrs(&ev.header.tuple).1.to_string();
+        let raddr = crate::decode::addrs(&ev.header.tuple).1;
         match ev.payload {
             Payload::FirstByte(p) if p.request_no > 1 => {
-                self.idle
-                    .entry(raddr.clone())
-                    .or_default()
-                    .reused(p.idle_ns);
+                self.idle.entry(raddr).or_default().reused(p.idle_ns);
             }
             Payload::PeerClose(p) if p.exchange.awaiting_response == 0 => {
                 self.idle
-                    .entry(raddr.clone())
+                    .entry(raddr)
                     .or_default()
                     .closed_idle(p.exchange.idle_ns, ev.header.ts_ns);
             }
@@ -434,7 +457,7 @@ impl Correlator {
             }
         }
         let idle = chosen.and_then(|c| {
-            let raddr = crate::decode::addrs(&c.last.header.tuple).1.to_string();
+            let raddr = crate::decode::addrs(&c.last.header.tuple).1;
             self.idle.get(&raddr).cloned()
         });
         cause::judge(resp, r.status, chosen, matched_by, idle.as_ref(), since, t)
