@@ -55,6 +55,9 @@ pub struct SockInfo {
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 6],
+    /// Both ends, once the connection is established (`lport` 0 before): the records of every
+    /// request copy them from here instead of reading the socket again.
+    pub tuple: SockTuple,
 }
 
 /// A connect() call between syscall entry and exit, keyed by thread id.
@@ -145,6 +148,17 @@ impl SockInfo {
             role,
             flags,
             _pad: [0; 6],
+            tuple: SockTuple::default(),
+        }
+    }
+
+    /// Both ends of socket `sk`: the copy kept since the handshake, or read now.
+    #[inline(always)]
+    pub fn tuple_of(&self, sk: u64) -> SockTuple {
+        if self.tuple.lport != 0 {
+            self.tuple
+        } else {
+            crate::kernel::sk_tuple(sk)
         }
     }
 }

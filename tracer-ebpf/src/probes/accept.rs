@@ -44,10 +44,11 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let mut info = SockInfo::new(pid_tgid, comm, ts, ROLE_CLIENT, F_ESTABLISHED);
     // Filled in at the socket's first read or write, where a trusted pointer exists.
     info.cookie = read::<u64>(sk, off!(skc_cookie));
+    let tuple = sk_tuple(sk);
+    info.tuple = tuple;
     if !track(sk, &info) {
         return Ok(());
     }
-    let tuple = sk_tuple(sk);
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     let payload = Accepted {
         fd: ret as i32,

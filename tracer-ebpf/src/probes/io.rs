@@ -101,7 +101,14 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
             _pad: 0,
         };
         info.req_start_ns = 0;
-        emit(EventKind::FirstByte, sk, info, &sk_tuple(sk), ts, payload);
+        emit(
+            EventKind::FirstByte,
+            sk,
+            info,
+            &info.tuple_of(sk),
+            ts,
+            payload,
+        );
         if ret >= 12 {
             // The buffer of the read around us starts with the status line.
             on_upstream_read(sk, info, ts);
@@ -150,7 +157,8 @@ fn adopt(skp: *const c_void) -> Option<()> {
     } else {
         ROLE_CLIENT
     };
-    let info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
+    let mut info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
+    info.tuple = tuple;
     if !track(sk, &info) {
         return None;
     }

@@ -17,7 +17,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{sk_tuple, syscall_args, user_status},
+    kernel::{syscall_args, user_status},
     maps::{SockInfo, TLS_STATUS, emit, now},
 };
 
@@ -46,7 +46,14 @@ pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
         via,
         _pad: [0; 5],
     };
-    emit(EventKind::Response, sk, info, &sk_tuple(sk), now(), payload);
+    emit(
+        EventKind::Response,
+        sk,
+        info,
+        &info.tuple_of(sk),
+        now(),
+        payload,
+    );
 }
 
 /// The first response bytes of upstream socket `sk`, just read by the running thread.
@@ -62,7 +69,7 @@ pub fn on_upstream_read(sk: u64, info: &SockInfo, ts: u64) {
             EventKind::UpstreamResponse,
             sk,
             info,
-            &sk_tuple(sk),
+            &info.tuple_of(sk),
             ts,
             payload,
         );

@@ -80,6 +80,7 @@ fn on_established(sk: u64) {
     info.flags |= F_ESTABLISHED;
     info.last_rx_ns = ts;
     let tuple = sk_tuple(sk);
+    info.tuple = tuple;
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
     let srtt_us = read::<u32>(sk, off!(tcp_srtt_us)) >> 3;
