@@ -15,11 +15,43 @@ const REPLAY: usize = 5_000;
 /// Records buffered per reader before it is considered behind.
 const PER_READER: usize = 16_384;
 
+/// The most recent records as one run of text: publishing a record copies its bytes, with no
+/// allocation of its own. Every record of a busy proxy passes here, read or not.
+#[derive(Default)]
+struct Replay {
+    text: VecDeque<u8>,
+    /// Length of each record in `text`, oldest first.
+    lens: VecDeque<usize>,
+}
+
+impl Replay {
+    fn push(&mut self, line: &str) {
+        if self.lens.len() == REPLAY
+            && let Some(n) = self.lens.pop_front()
+        {
+            self.text.drain(..n);
+        }
+        self.text.extend(line.as_bytes());
+        self.lens.push_back(line.len());
+    }
+
+    fn records(&self) -> Vec<Arc<str>> {
+        let mut out = Vec::with_capacity(self.lens.len());
+        let mut bytes = self.text.iter().copied();
+        for &n in &self.lens {
+            let record: Vec<u8> = bytes.by_ref().take(n).collect();
+            // Every record was pushed as a &str, and records are whole.
+            out.push(Arc::from(String::from_utf8_lossy(&record)));
+        }
+        out
+    }
+}
+
 /// The shared stream.
 #[derive(Clone)]
 pub struct Fanout {
     tx: broadcast::Sender<Arc<str>>,
-    recent: Arc<Mutex<VecDeque<Arc<str>>>>,
+    recent: Arc<Mutex<Replay>>,
     /// The `start` record and the latest `stats` record: a reader needs them for the tracer's
     /// health however long ago they scrolled out of the recent records.
     pinned: Arc<Mutex<[Option<Arc<str>>; 2]>>,
@@ -46,7 +78,7 @@ impl Fanout {
         let (tx, _) = broadcast::channel(PER_READER);
         Self {
             tx,
-            recent: Arc::new(Mutex::new(VecDeque::with_capacity(REPLAY))),
+            recent: Arc::default(),
             pinned: Arc::default(),
         }
     }
@@ -54,41 +86,46 @@ impl Fanout {
     /// Publishes one serialised record (without its newline), which new readers get first
     /// until the next record of its kind.
     pub fn publish_pinned(&self, kind: Pinned, line: &str) {
-        let line: Arc<str> = Arc::from(line);
+        // Under the replay's lock, like every publication (see `publish`); a pinned record is
+        // replayed from `pinned`, not a second time among the recent ones.
+        let Ok(_recent) = self.recent.lock() else {
+            return;
+        };
         if let Ok(mut pinned) = self.pinned.lock() {
-            pinned[kind as usize] = Some(line.clone());
+            pinned[kind as usize] = Some(Arc::from(line));
         }
-        self.publish_shared(line);
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::from(line));
+        }
     }
 
     /// Publishes one serialised record (without its newline).
     pub fn publish(&self, line: &str) {
-        self.publish_shared(Arc::from(line));
-    }
-
-    fn publish_shared(&self, line: Arc<str>) {
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() == REPLAY {
-                recent.pop_front();
-            }
-            recent.push_back(line.clone());
+        // Readers subscribe under the same lock, so each gets every record exactly once:
+        // in the replay or from the channel.
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        recent.push(line);
+        if self.tx.receiver_count() > 0 {
+            // A reader that went away is fine: nothing to deliver.
+            let _ = self.tx.send(Arc::from(line));
         }
-        // No reader is fine: nothing to deliver.
-        let _ = self.tx.send(line);
     }
 
     /// The recent records and a receiver for what follows, taken together so that nothing
     /// falls between them.
     pub fn subscribe(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+        // Every publication holds the replay's lock: holding it while subscribing means no
+        // record falls in between, or arrives twice.
+        let recent = self.recent.lock();
         let mut first: Vec<Arc<str>> = self
             .pinned
             .lock()
             .map(|p| p.iter().flatten().cloned().collect())
             .unwrap_or_default();
-        // Both locks are held while subscribing, so that no record falls in between.
-        let recent = self.recent.lock();
         if let Ok(r) = &recent {
-            first.extend(r.iter().cloned());
+            first.extend(r.records());
         }
         (first, self.tx.subscribe())
     }
@@ -173,5 +210,11 @@ mod tests {
         assert_eq!(recent.len(), REPLAY + 2);
         assert_eq!((&*recent[0], &*recent[1]), ("start", "stats 2"));
         assert_eq!(&*recent[2], "0");
+        // Pinned records are not replayed twice.
+        let f = Fanout::new();
+        f.publish_pinned(Pinned::Start, "start");
+        f.publish("a");
+        let (recent, _) = f.subscribe();
+        assert_eq!(recent.iter().map(|r| &**r).collect::<Vec<_>>(), ["start", "a"]);
     }
 }

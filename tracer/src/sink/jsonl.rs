@@ -282,7 +282,13 @@ impl JsonlSink {
     pub fn flush(&mut self) {
         if let Err(e) = self.out.flush() {
             self.write_errors += 1;
-            log::error!("flushing the trace failed: {e}");
+            // A full disk fails every flush: say so at the 1st, 2nd, 4th, … failure.
+            if self.write_errors.is_power_of_two() {
+                log::error!(
+                    "flushing the trace failed ({} write errors so far): {e}",
+                    self.write_errors
+                );
+            }
         }
     }
 }
