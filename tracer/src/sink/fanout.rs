@@ -215,6 +215,9 @@ mod tests {
         f.publish_pinned(Pinned::Start, "start");
         f.publish("a");
         let (recent, _) = f.subscribe();
-        assert_eq!(recent.iter().map(|r| &**r).collect::<Vec<_>>(), ["start", "a"]);
+        assert_eq!(
+            recent.iter().map(|r| &**r).collect::<Vec<_>>(),
+            ["start", "a"]
+        );
     }
 }
