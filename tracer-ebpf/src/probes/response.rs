@@ -32,48 +32,32 @@ pub(crate) static mut TLS_SEEN: u8 = 0;
 /// A status line leaving on client socket `sk`, written by the running thread `tid`.
 #[inline(always)]
 pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
-    let status = match syscall_status() {
-        Some((status, via)) => Some((status, via)),
-        None => tls_status(tid).map(|status| (status, VIA_TLS)),
-    };
-    let Some((status, via)) = status else {
+    let Some((status, via)) =
+        syscall_status().or_else(|| tls_status(tid).map(|status| (status, VIA_TLS)))
+    else {
         return;
     };
     // The writer, not the acceptor, is the thread that answered.
     info.tid = tid;
-    let payload = Response {
-        status,
-        via,
-        _pad: [0; 5],
-    };
-    emit(
-        EventKind::Response,
-        sk,
-        info,
-        &info.tuple_of(sk),
-        now(),
-        payload,
-    );
+    emit_status(EventKind::Response, sk, info, status, via, now());
 }
 
 /// The first response bytes of upstream socket `sk`, just read by the running thread.
 #[inline(always)]
 pub fn on_upstream_read(sk: u64, info: &SockInfo, ts: u64) {
     if let Some((status, via)) = syscall_status() {
-        let payload = Response {
-            status,
-            via,
-            _pad: [0; 5],
-        };
-        emit(
-            EventKind::UpstreamResponse,
-            sk,
-            info,
-            &info.tuple_of(sk),
-            ts,
-            payload,
-        );
+        emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);
     }
+}
+
+#[inline(always)]
+fn emit_status(kind: EventKind, sk: u64, info: &SockInfo, status: u16, via: u8, ts: u64) {
+    let payload = Response {
+        status,
+        via,
+        _pad: [0; 5],
+    };
+    emit(kind, sk, info, &info.tuple_of(sk), ts, payload);
 }
 
 /// A status line handed to SSL_write by this thread leaves in its next (encrypted) write.
