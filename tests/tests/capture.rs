@@ -195,6 +195,9 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
     assert_eq!(r["awaiting_response"], false);
     only(&recs, "ttfb", &up.addr);
     assert!(recs.to("peer_close", &up.addr).is_empty());
+    // The socket's summary names both ends, as its other records do.
+    let close = only(&recs, "close", &up.addr);
+    assert_eq!(close["laddr"], r["laddr"], "{close}");
     Ok(())
 }
 

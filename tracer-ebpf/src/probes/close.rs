@@ -6,7 +6,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::event::{Closed, EventKind};
 
 use crate::{
-    kernel::{off, read, sk_state, sk_tuple},
+    kernel::{off, read, sk_state},
     maps::{FLOWS, SOCKS, emit, flow_key, now},
 };
 
@@ -21,7 +21,9 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
         return 0;
     };
     let ts = now();
-    let tuple = sk_tuple(sk);
+    // The tuple kept since the handshake (the FLOWS entry below is keyed by it), or read now
+    // for a socket that never got that far.
+    let tuple = info.tuple_of(sk);
     let payload = Closed {
         duration_ns: ts - info.start_ns,
         bytes_acked: read::<u64>(sk, off!(tcp_bytes_acked)),
