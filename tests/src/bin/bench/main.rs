@@ -18,6 +18,7 @@ mod wrk;
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -107,8 +108,29 @@ impl Plan {
     }
 }
 
+/// Set by SIGINT or SIGTERM: the bench stops after the current run and removes its lab.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Fails once the user asked the bench to stop, so that the lab is dropped on the way out.
+fn check_stop() -> anyhow::Result<()> {
+    if STOP.load(Ordering::SeqCst) {
+        bail!("interrupted: no results written, the lab was removed");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Without a handler, Ctrl-C would kill the bench before it removes its namespaces and
+    // processes. SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
     match bench(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -149,6 +171,7 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     for mode in Mode::ALL {
         for round in 1..=plan.rounds {
             for position in 0..Config::ALL.len() {
+                check_stop()?;
                 // Rotating the order spreads slow drifts (page cache, other users) evenly.
                 let config = Config::ALL[(position + round as usize - 1) % Config::ALL.len()];
                 let run = measure(
@@ -182,9 +205,11 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         }
     }
 
+    check_stop()?;
     let (fault_run, delays) = fault_run(&bench, &plan, args.keep_output).context("fault run")?;
     let mut profiles = serde_json::Map::new();
     for mode in Mode::ALL {
+        check_stop()?;
         profiles.insert(
             mode.name().into(),
             profile(&bench, &plan, mode).with_context(|| format!("profiling {}", mode.name()))?,
@@ -200,6 +225,7 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         .filter(|r| r.config.is_tracer())
         .chain([&fault_run])
         .collect();
+    check_stop()?;
     let micro_eps = micro.as_ref().and_then(|m| m["events_per_s"].as_f64());
     let budgets = report::budgets(
         &summaries,
