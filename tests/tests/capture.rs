@@ -416,3 +416,95 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// One thread, three names: python3 (not watched), then renamed with prctl, then exec()ed
+/// through a link with another name. Each phase makes one connection and prints its port.
+/// The process filter's answers are cached per CPU by thread id, and the thread keeps its id
+/// through both changes: only the rename and exec hooks make the cache ask again.
+const RENAME_EXEC_PY: &str = r#"
+import ctypes, os, socket, sys
+host, port, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def exchange():
+    c = socket.create_connection((host, port))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = c.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200"), got
+    print(phase, c.getsockname()[1], flush=True)
+    c.close()
+if phase == "before":
+    for _ in range(20):
+        exchange()
+    ctypes.CDLL(None).prctl(15, b"trc-renamed", 0, 0, 0)  # PR_SET_NAME
+    phase = "renamed"
+    exchange()
+    link = sys.argv[4]
+    os.execv(link, [link, "-c", sys.argv[5], host, str(port), "execed"])
+exchange()
+"#;
+
+#[test]
+fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("rename")?;
+    let upstream = lab.upstream("ok", 8089, None)?;
+    let (host, port) = upstream.addr.split_once(':').unwrap_or_default();
+    let link = lab.dir.join("trc-execed");
+    std::os::unix::fs::symlink(std::fs::canonicalize("/usr/bin/python3")?, &link)?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "trc-renamed", "--comm", "trc-execed"])?;
+    let link = link.to_string_lossy().to_string();
+    // One CPU, so that every phase meets the answer the earlier ones left in its cache.
+    let out = lab.run(
+        &lab.px,
+        &[
+            "taskset",
+            "-c",
+            "0",
+            "python3",
+            "-c",
+            RENAME_EXEC_PY,
+            host,
+            port,
+            "before",
+            &link,
+            RENAME_EXEC_PY,
+        ],
+    )?;
+    let recs = tracer.stop()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let port_of = |phase: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{phase} ")))
+            .map(|p| format!("{}:{p}", lab.px_addr))
+            .collect()
+    };
+    let (before, renamed, execed) = (port_of("before"), port_of("renamed"), port_of("execed"));
+    assert_eq!(
+        (before.len(), renamed.len(), execed.len()),
+        (20, 1, 1),
+        "script output: {out:?}"
+    );
+    let connects_from = |laddr: &str| -> Vec<&Value> {
+        recs.of_type("connect")
+            .filter(|r| r["laddr"] == laddr)
+            .collect()
+    };
+    for laddr in &before {
+        assert!(
+            connects_from(laddr).is_empty(),
+            "python3 is not watched:\n{}",
+            recs.dump()
+        );
+    }
+    for (laddr, comm) in [(&renamed[0], "trc-renamed"), (&execed[0], "trc-execed")] {
+        let found = connects_from(laddr);
+        assert_eq!(found.len(), 1, "connect from {laddr}:\n{}", recs.dump());
+        assert_eq!(found[0]["comm"], comm, "{}", found[0]);
+        let ttfb: Vec<_> = recs
+            .of_type("ttfb")
+            .filter(|r| r["laddr"] == laddr.as_str())
+            .collect();
+        assert_eq!(ttfb.len(), 1, "ttfb from {laddr}:\n{}", recs.dump());
+    }
+    Ok(())
+}

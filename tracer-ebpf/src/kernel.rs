@@ -14,7 +14,7 @@ use tracer_common::{
     offsets::{KernelOffsets, UNKNOWN},
 };
 
-use crate::maps::{PIDS, ThreadKey, WATCHED};
+use crate::maps::{PIDS, THREAD_CACHE, THREAD_SLOTS, ThreadKey, WATCHED};
 
 /// Field offsets, filled in by user space before load (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -28,7 +28,7 @@ static FILTER: Filter = Filter {
     n_pids: 0,
     ephemeral_lo: 32768,
     ephemeral_hi: 60999,
-    _pad: 0,
+    wake_bytes: 0,
     drop_ignore: [0; 4],
     statuses: [0; 10],
 };
@@ -114,8 +114,40 @@ pub fn current_comm() -> [u8; 16] {
     bpf_get_current_comm().unwrap_or_default()
 }
 
-/// Whether the running task belongs to a watched process. Only called where a socket is first
-/// seen (connect, accept, adoption), never per packet. The answer is remembered per thread.
+/// Raised by every exec() and thread rename on the host (`probes::thread`): cached answers of
+/// [`watched_thread`] carry the generation they were given in.
+#[unsafe(no_mangle)]
+pub(crate) static mut FILTER_GEN: u32 = 0;
+
+/// Whether the running thread `pid_tgid` belongs to a watched process, answered from this
+/// CPU's cache when it holds the thread's answer of the current generation: one helper call
+/// and an inlined array lookup. Socket reads and writes ask this first, so that other
+/// processes' I/O costs the least possible.
+#[inline(always)]
+pub fn watched_thread(pid_tgid: u64) -> bool {
+    let tid = pid_tgid as u32;
+    // SAFETY: a plain global; a stale read at worst answers from the previous generation once.
+    let generation = unsafe { core::ptr::read_volatile(&raw const FILTER_GEN) } & 0x7fff_ffff;
+    let key = ((tid as u64) << 32) | ((generation as u64) << 1);
+    let slot = THREAD_CACHE.get_ptr_mut((tid ^ (tid >> 5)) % THREAD_SLOTS);
+    if let Some(p) = slot {
+        // SAFETY: a per-CPU slot of this map, read as one word.
+        let v = unsafe { core::ptr::read_volatile(p) };
+        if v & !1 == key {
+            return v & 1 != 0;
+        }
+    }
+    let watched = watched_current(&current_comm());
+    if let Some(p) = slot {
+        // SAFETY: as above, written as one word.
+        unsafe { core::ptr::write_volatile(p, key | watched as u64) };
+    }
+    watched
+}
+
+/// Whether the running task belongs to a watched process. Asked on a miss of
+/// [`watched_thread`] and where a socket is first seen (connect, accept). The answer is
+/// remembered per thread and name.
 #[inline(never)]
 pub fn watched_current(comm: &[u8; 16]) -> bool {
     let key = ThreadKey {
@@ -229,17 +261,23 @@ pub fn syscall_args<const FROM: usize, const N: usize>(nr: &mut u32) -> [u64; N]
     if nr_off == UNKNOWN {
         return args;
     }
-    // SAFETY: the helpers return the running task and its saved user registers; both are only
-    // read through bpf_probe_read_kernel.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // -1 (not in a system call) reads as UNKNOWN.
-    *nr = read::<u32>(regs, nr_off);
-    let mut i = 0;
-    while i < N && FROM + i < 4 {
-        // SAFETY: OFFSETS is a plain static and the index is in bounds.
-        let off = unsafe { core::ptr::read_volatile(&OFFSETS.regs_args[FROM + i]) };
-        args[i] = read::<u64>(regs, off);
-        i += 1;
+    // SAFETY: the helpers return the running task and its saved user registers, a typed kernel
+    // pointer the verifier lets programs load from directly (a faulting load reads 0). The
+    // offsets come from BTF through `.rodata`, which the verifier reads as constants, so each
+    // load is checked against `struct pt_regs`. Direct loads instead of bpf_probe_read_kernel
+    // save a helper call each: these run in every response the proxy reads and writes.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        // -1 (not in a system call) reads as UNKNOWN.
+        *nr = core::ptr::read_volatile(regs.add(nr_off as usize) as *const u64) as u32;
+        let mut i = 0;
+        while i < N && FROM + i < 4 {
+            let off = core::ptr::read_volatile(&OFFSETS.regs_args[FROM + i]);
+            if off != UNKNOWN {
+                args[i] = core::ptr::read_volatile(regs.add(off as usize) as *const u64);
+            }
+            i += 1;
+        }
     }
     args
 }
@@ -278,6 +316,12 @@ pub fn reported_status(head: &[u8; 12]) -> Option<u16> {
     // SAFETY: FILTER is a plain static and `word` is in bounds.
     let w = unsafe { core::ptr::read_volatile(&FILTER.statuses[word]) };
     (w & (1 << (status % 64)) != 0).then_some(status)
+}
+
+/// Bytes of routine records after which the reader is woken anyway.
+#[inline(always)]
+pub fn wake_bytes() -> u64 {
+    filter!(wake_bytes) as u64
 }
 
 /// Whether a local port lies in the ephemeral range, i.e. the socket was most likely opened

@@ -1,8 +1,9 @@
 //! Maps shared with user space (names in `tracer_common::maps`) and the per-socket state the
 //! programs keep between events.
 
+use crate::kernel::wake_bytes;
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -124,6 +125,17 @@ pub struct ThreadKey {
 /// on the host, and the full filter costs several map lookups and kernel reads.
 #[map(name = "WATCHED")]
 pub static WATCHED: LruHashMap<ThreadKey, u8> = LruHashMap::with_max_entries(WATCHED_ENTRIES, 0);
+
+/// Slots per CPU of [`THREAD_CACHE`].
+pub const THREAD_SLOTS: u32 = 16;
+
+/// The process filter's answers cached per CPU, direct-mapped by thread id: each slot is one
+/// word, `tid << 32 | generation << 1 | watched`, written and read whole, so that a program
+/// preempted mid-update cannot leave half of one thread's answer with another thread's id.
+/// Every socket read and write on the host asks it first: an array slot on this CPU (a lookup
+/// the verifier inlines) instead of the hash lookups of `WATCHED`.
+#[map(name = "THREAD_CACHE")]
+pub static THREAD_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(THREAD_SLOTS, 0);
 
 impl SockInfo {
     /// A fresh entry for a socket first seen now in the running task.
@@ -306,7 +318,11 @@ pub fn emit_as<P: Copy + 'static>(
         (*h).tuple = *tuple;
         (&raw mut (*r).payload).write(payload);
     }
-    entry.submit(wake_flags(routine, ts_ns));
+    entry.submit(wake_flags(
+        routine,
+        ts_ns,
+        core::mem::size_of::<Record<P>>() as u64,
+    ));
     count(Counter::Emitted);
 }
 
@@ -318,6 +334,11 @@ const WAKE_EVERY_NS: u64 = 5_000_000;
 #[unsafe(no_mangle)]
 static mut LAST_WAKE_NS: u64 = 0;
 
+/// Bytes of records written since the reader was last woken. Shared by all CPUs without a lock:
+/// a lost update makes the count low, and the time bound wakes the reader anyway.
+#[unsafe(no_mangle)]
+static mut UNWOKEN_BYTES: u64 = 0;
+
 /// How to submit a record: wake the reader now, or leave it for the next wake-up.
 ///
 /// A wake-up is an IPI and a context switch; at one per record, on a proxy making 40,000
@@ -325,22 +346,25 @@ static mut LAST_WAKE_NS: u64 = 0;
 /// failure (resets, refused and failed connects, responses, drops, retransmits, a close
 /// while a request was outstanding) wake the reader at once, so verdicts are not delayed.
 /// Routine records (connects, first bytes, accepts, closes, an answered peer close) wake it
-/// only when `WAKE_EVERY_NS` has passed since the last wake-up or the ring is an eighth full;
-/// until then they wait in the ring for the next wake-up. On a busy host that is at most
+/// only when `WAKE_EVERY_NS` has passed since the last wake-up or records of an eighth of the
+/// ring's size were written since; until then they wait in the ring for the next wake-up. On a busy host that is at most
 /// `WAKE_EVERY_NS`; on a host that goes quiet, only a reader that also drains the ring on a
 /// timer bounds the wait of the last routine records.
 #[inline(always)]
-fn wake_flags(routine: bool, ts_ns: u64) -> u64 {
-    // SAFETY: a plain global; a torn or stale read only changes when the reader wakes.
-    let last = unsafe { core::ptr::read_volatile(&raw const LAST_WAKE_NS) };
-    if routine
-        && ts_ns.wrapping_sub(last) < WAKE_EVERY_NS
-        && EVENTS.query(BPF_RB_AVAIL_DATA as u64) < EVENTS.query(BPF_RB_RING_SIZE as u64) / 8
-    {
-        return BPF_RB_NO_WAKEUP as u64;
+fn wake_flags(routine: bool, ts_ns: u64, size: u64) -> u64 {
+    // SAFETY: plain globals; a torn or stale read only changes when the reader wakes.
+    unsafe {
+        let last = core::ptr::read_volatile(&raw const LAST_WAKE_NS);
+        let unwoken = core::ptr::read_volatile(&raw const UNWOKEN_BYTES) + size;
+        // Counted here rather than asked of the ring (bpf_ringbuf_query): two helper calls per
+        // record were a tenth of the cost of a request's programs.
+        if routine && ts_ns.wrapping_sub(last) < WAKE_EVERY_NS && unwoken < wake_bytes() {
+            core::ptr::write_volatile(&raw mut UNWOKEN_BYTES, unwoken);
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+        core::ptr::write_volatile(&raw mut UNWOKEN_BYTES, 0);
+        core::ptr::write_volatile(&raw mut LAST_WAKE_NS, ts_ns);
     }
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&raw mut LAST_WAKE_NS, ts_ns) };
     BPF_RB_FORCE_WAKEUP as u64
 }
 

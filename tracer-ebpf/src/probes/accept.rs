@@ -6,7 +6,7 @@ use aya_ebpf::{
 use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT};
 
 use crate::{
-    kernel::{current_comm, fd_to_sk, is_tcp, off, read, sk_tuple, sys_ret, watched_current},
+    kernel::{current_comm, fd_to_sk, is_tcp, off, read, sk_tuple, sys_ret, watched_thread},
     maps::{F_ESTABLISHED, FLOWS, SockInfo, emit, flow_key, now, track},
 };
 
@@ -31,10 +31,10 @@ fn try_accept_exit(ctx: &TracePointContext) -> Result<(), i32> {
     if ret < 0 {
         return Ok(());
     }
-    let comm = current_comm();
-    if !watched_current(&comm) {
+    if !watched_thread(bpf_get_current_pid_tgid()) {
         return Ok(());
     }
+    let comm = current_comm();
     let sk = fd_to_sk(ret as u32);
     if sk == 0 || !is_tcp(sk) {
         return Ok(());

@@ -12,7 +12,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{current_comm, fd_to_sk, sk_tuple, sys_arg, sys_ret, watched_current},
+    kernel::{current_comm, fd_to_sk, sk_tuple, sys_arg, sys_ret, watched_thread},
     maps::{CONNECTS, F_NO_WIRE, PendingConnect, SOCKS, SockInfo, emit, link_to_client, now, put},
 };
 
@@ -39,8 +39,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
-    let comm = current_comm();
-    if !watched_current(&comm) {
+    if !watched_thread(bpf_get_current_pid_tgid()) {
         return Ok(());
     }
     let uaddr = sys_arg(ctx, 1)?;

@@ -13,7 +13,7 @@ use tracer_common::event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
 use crate::{
     kernel::{
         TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, off, read, sk_state, sk_tuple,
-        watched_current,
+        watched_thread,
     },
     maps::{
         ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, SOCKS, SockInfo, emit, flow_key,
@@ -34,11 +34,12 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     if ret <= 0 {
         return 0;
     }
-    let Some(info) = watched_sock(skp) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(info) = watched_sock(skp, pid_tgid) else {
         return 0;
     };
     if info.role == ROLE_CLIENT {
-        on_client_write(skp as u64, info, bpf_get_current_pid_tgid() as u32);
+        on_client_write(skp as u64, info, pid_tgid as u32);
         return 0;
     }
     if info.role == ROLE_UPSTREAM {
@@ -54,7 +55,7 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
             };
             // A reused connection is linked to the request it now carries, through the thread
             // writing it now: HAProxy hands pooled connections between threads.
-            info.tid = bpf_get_current_pid_tgid() as u32;
+            info.tid = pid_tgid as u32;
             link_to_client(info);
         }
         info.req_bytes += ret as u64;
@@ -73,11 +74,11 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     if ret <= 0 || flags & MSG_PEEK != 0 {
         return 0;
     }
-    let Some(info) = watched_sock(skp) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(info) = watched_sock(skp, pid_tgid) else {
         return 0;
     };
     let sk = skp as u64;
-    let pid_tgid = bpf_get_current_pid_tgid();
     if info.role == ROLE_CLIENT {
         // The thread reads a request: what it opens or writes upstream next is for this client.
         let client = ClientRef {
@@ -118,15 +119,20 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// The state of a watched socket, adopting an established TCP socket of a watched process that
-/// the tracer has not seen open (it predates the tracer).
+/// The state of a watched socket read or written by a thread of a watched process (the running
+/// thread `pid_tgid`). An established TCP socket that the tracer has not seen open (it predates
+/// the tracer) is adopted. The thread is asked first: on a shared host most socket I/O is
+/// other processes', and it then costs one helper call and a per-CPU array slot.
 #[inline(always)]
-fn watched_sock(skp: *const c_void) -> Option<&'static mut SockInfo> {
+fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockInfo> {
+    if !watched_thread(pid_tgid) {
+        return None;
+    }
     let sk = skp as u64;
     let p = match SOCKS.get_ptr_mut(&sk) {
         Some(p) => p,
         None => {
-            adopt(skp)?;
+            adopt(skp, pid_tgid)?;
             SOCKS.get_ptr_mut(&sk)?
         }
     };
@@ -143,14 +149,13 @@ fn watched_sock(skp: *const c_void) -> Option<&'static mut SockInfo> {
 
 // Kept out of line: its stack frame is then only live while it runs.
 #[inline(never)]
-fn adopt(skp: *const c_void) -> Option<()> {
+fn adopt(skp: *const c_void, pid_tgid: u64) -> Option<()> {
     let sk = skp as u64;
-    let comm = current_comm();
-    if !watched_current(&comm) || !is_tcp(sk) || sk_state(sk) as i32 != TCP_ESTABLISHED {
+    if !is_tcp(sk) || sk_state(sk) as i32 != TCP_ESTABLISHED {
         return None;
     }
+    let comm = current_comm();
     let tuple = sk_tuple(sk);
-    let pid_tgid = bpf_get_current_pid_tgid();
     let ts = now();
     let role = if is_ephemeral(tuple.lport) {
         ROLE_UPSTREAM

@@ -10,4 +10,5 @@ mod response;
 mod retransmit;
 mod sockopt;
 mod state;
+mod thread;
 mod tls;

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use tracer_common::offsets::UNKNOWN;
 
 use crate::{
-    kernel::{fd_to_sk, sys_ret, syscall_args},
-    maps::{SOCKS, owner_watched},
+    kernel::{fd_to_sk, sys_ret, syscall_args, watched_thread},
+    maps::SOCKS,
 };
 
 const SOL_SOCKET: u64 = 1;
@@ -29,9 +29,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     if sys_ret(ctx)? != 0 {
         return Ok(());
     }
-    // Only a socket the tracer tracks can take the error, and every tracked socket's owner is
-    // in OWNERS: one lookup instead of the full process filter.
-    if !owner_watched(bpf_get_current_pid_tgid()) {
+    // Only a socket the tracer tracks can take the error, and those belong to watched threads.
+    if !watched_thread(bpf_get_current_pid_tgid()) {
         return Ok(());
     }
     let mut nr = UNKNOWN;

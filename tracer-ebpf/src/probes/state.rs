@@ -15,7 +15,7 @@ use tracer_common::event::{
 use crate::{
     kernel::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_SENT, current_comm,
-        is_tcp, off, read, sk_tuple, watched_current,
+        is_tcp, off, read, sk_tuple, watched_thread,
     },
     maps::{
         CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, emit, emit_as,
@@ -50,11 +50,11 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn on_syn_sent(skp: *const c_void) {
     let sk = skp as u64;
-    let comm = current_comm();
-    if !watched_current(&comm) || !is_tcp(sk) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !watched_thread(pid_tgid) || !is_tcp(sk) {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let comm = current_comm();
     let tid = pid_tgid as u32;
     let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, 0);
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.

@@ -73,6 +73,18 @@ pub const HOOKS: &[Hook] = &[
         feature: "packet drops",
     },
     Hook {
+        program: "sched_process_exec",
+        kind: HookKind::BtfTracepoint("sched_process_exec"),
+        required: true,
+        feature: "the process filter's cached answers, asked again after exec()",
+    },
+    Hook {
+        program: "task_rename",
+        kind: HookKind::BtfTracepoint("task_rename"),
+        required: true,
+        feature: "the process filter's cached answers, asked again after a thread rename",
+    },
+    Hook {
         program: "sock_send_length",
         kind: HookKind::BtfTracepoint("sock_send_length"),
         required: false,

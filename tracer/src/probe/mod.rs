@@ -150,6 +150,7 @@ impl Probes {
         filter.n_comms = opts.comms.len() as u32;
         filter.n_pids = opts.pids.len() as u32;
         (filter.ephemeral_lo, filter.ephemeral_hi) = ephemeral_range();
+        filter.wake_bytes = opts.ring_bytes / 8;
         for status in &opts.statuses {
             filter.report_status(*status);
         }

@@ -62,6 +62,33 @@ struct Args {
     /// Keep every trace and capture file in the lab directory (they are large).
     #[arg(long)]
     keep_output: bool,
+    /// The configurations to run, as letters (e.g. `AB` for a quicker look at the tracer's
+    /// cost alone). A always runs: the ratios need it. Budgets on the others show SKIP.
+    #[arg(long, value_name = "LETTERS", default_value = "ABCD", value_parser = parse_configs)]
+    configs: Configs,
+}
+
+/// The configurations a run compares, in their base order.
+#[derive(Debug, Clone)]
+struct Configs(Vec<Config>);
+
+/// Parses `--configs`: letters out of A, B, C and D, each at most once; A is always added.
+fn parse_configs(s: &str) -> Result<Configs, String> {
+    let mut out = vec![Config::Baseline];
+    for ch in s.chars() {
+        let c = Config::ALL
+            .into_iter()
+            .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
+            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCD"))?;
+        if c != Config::Baseline && out.contains(&c) {
+            return Err(format!("configuration {} is given twice", c.id()));
+        }
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out.sort_by_key(|c| Config::ALL.iter().position(|x| x == c));
+    Ok(Configs(out))
 }
 
 /// How long each part runs.
@@ -74,6 +101,7 @@ struct Plan {
     /// Longest wait for the host to become idle before a run.
     settle: Duration,
     connections: u32,
+    configs: Vec<Config>,
 }
 
 impl Plan {
@@ -91,6 +119,7 @@ impl Plan {
             profile: Duration::from_secs(profile),
             settle: Duration::from_secs(settle),
             connections: a.connections,
+            configs: a.configs.0.clone(),
         }
     }
 
@@ -103,7 +132,8 @@ impl Plan {
             "profile_s": self.profile.as_secs(),
             "connections": self.connections,
             "wrk_threads": 1,
-            "order": "A B C D rotated by one position each round",
+            "configurations": self.configs.iter().map(|c| c.id()).collect::<String>(),
+            "order": "the configurations rotated by one position each round",
         })
     }
 }
@@ -170,10 +200,10 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     let mut runs = Vec::new();
     for mode in Mode::ALL {
         for round in 1..=plan.rounds {
-            for position in 0..Config::ALL.len() {
+            for position in 0..plan.configs.len() {
                 check_stop()?;
                 // Rotating the order spreads slow drifts (page cache, other users) evenly.
-                let config = Config::ALL[(position + round as usize - 1) % Config::ALL.len()];
+                let config = plan.configs[(position + round as usize - 1) % plan.configs.len()];
                 let run = measure(
                     &bench,
                     &plan,
@@ -427,6 +457,7 @@ fn fault_run(
     )?;
     let fault_plan = Plan {
         duration: plan.fault,
+        configs: plan.configs.clone(),
         ..*plan
     };
     let probe = Probe {
