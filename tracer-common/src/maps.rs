@@ -12,8 +12,6 @@ pub const FLOWS: &str = "FLOWS";
 pub const CONNECTS: &str = "CONNECTS";
 /// The client connection each thread last read from, keyed by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";
-/// Processes that own watched sockets (the cheap first test of getsockopt and SSL_write).
-pub const OWNERS: &str = "OWNERS";
 /// Status lines passed to `SSL_write`, waiting for the thread's next write to a client socket.
 pub const TLS_STATUS: &str = "TLS_STATUS";
 /// Process ids chosen with `--pid`.
@@ -27,8 +25,6 @@ pub const EVENTS_BYTES: u32 = 4 << 20;
 pub const SOCKS_ENTRIES: u32 = 65_536;
 /// Concurrent connect() calls tracked at once.
 pub const CONNECTS_ENTRIES: u32 = 8_192;
-/// Processes owning watched sockets tracked at once.
-pub const OWNERS_ENTRIES: u32 = 4_096;
 /// Most `--pid` values.
 pub const PIDS_ENTRIES: u32 = 64;
 /// Threads whose process-filter result is remembered at once (an LRU).

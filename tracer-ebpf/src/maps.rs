@@ -11,8 +11,8 @@ use aya_ebpf::{
 use tracer_common::{
     event::{EventKind, Exchange, Record},
     maps::{
-        CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, OWNERS_ENTRIES, PIDS_ENTRIES,
-        SOCKS_ENTRIES, WATCHED_ENTRIES,
+        CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, PIDS_ENTRIES, SOCKS_ENTRIES,
+        WATCHED_ENTRIES,
     },
     net::{FlowKey, SockTuple},
 };
@@ -102,9 +102,6 @@ pub static CONNECTS: LruHashMap<u32, PendingConnect> =
 pub static LAST_CLIENT: LruHashMap<u32, ClientRef> =
     LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
-#[map(name = "OWNERS")]
-pub static OWNERS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(OWNERS_ENTRIES, 0);
-
 #[map(name = "TLS_STATUS")]
 pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
 
@@ -175,27 +172,14 @@ impl SockInfo {
     }
 }
 
-/// Inserts a newly seen socket and remembers its owner process as one to look at on writes.
+/// Inserts a newly seen socket.
 #[inline(always)]
 pub fn track(sk: u64, info: &SockInfo) -> bool {
     if SOCKS.insert(&sk, info, 0).is_err() {
         count(Counter::MapFull);
         return false;
     }
-    // Most sockets belong to a process already known: a lookup is cheaper than an update.
-    // SAFETY: a lookup of a plain value.
-    if unsafe { OWNERS.get(&info.tgid) }.is_none() {
-        let _ = OWNERS.insert(&info.tgid, &1, 0);
-    }
     true
-}
-
-/// Whether the process of `pid_tgid` owns a tracked socket.
-#[inline(always)]
-pub fn owner_watched(pid_tgid: u64) -> bool {
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: a lookup of a plain value.
-    unsafe { OWNERS.get(&tgid) }.is_some()
 }
 
 /// Links an upstream socket to the client connection the current thread last read from: a

@@ -101,24 +101,23 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     let ret = sys_ret(ctx)?;
     let err = (-ret) as i32;
     let sk = pending.sk;
-    // SAFETY: the reference lives only within this program run.
-    let on_wire = match unsafe { SOCKS.get(&sk) } {
-        Some(info) if sk != 0 && info.flags & F_NO_WIRE == 0 => Some(info),
+    let on_wire = match SOCKS.get_ptr_mut(&sk) {
+        // SAFETY: a valid map value pointer; the connecting thread holds the socket here.
+        Some(p) if sk != 0 && unsafe { (*p).flags } & F_NO_WIRE == 0 => Some(p),
         _ => None,
     };
     if ret == 0 || err == EINPROGRESS {
-        if let Some(info) = on_wire {
+        if let Some(p) = on_wire {
+            // SAFETY: as above, used within this program run.
+            let info = unsafe { &mut *p };
+            // The source port and address are chosen by now: kept for the socket's later
+            // records, so that they need not read the socket again.
+            let tuple = sk_tuple(sk);
+            info.tuple = tuple;
             let payload = ConnectStart {
                 syn_ns: info.start_ns,
             };
-            emit(
-                EventKind::ConnectStart,
-                sk,
-                info,
-                &sk_tuple(sk),
-                now(),
-                payload,
-            );
+            emit(EventKind::ConnectStart, sk, info, &tuple, now(), payload);
         }
         return Ok(());
     }

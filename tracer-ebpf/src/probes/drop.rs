@@ -10,7 +10,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{drop_ignored, off, read, sk_tuple},
+    kernel::{drop_ignored, off, read},
     maps::{FLOWS, SOCKS, emit, now},
 };
 
@@ -61,7 +61,14 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
         _pad: [0; 3],
         location,
     };
-    emit(EventKind::Drop, sk, info, &sk_tuple(sk), now(), payload);
+    emit(
+        EventKind::Drop,
+        sk,
+        info,
+        &info.tuple_of(sk),
+        now(),
+        payload,
+    );
     0
 }
 

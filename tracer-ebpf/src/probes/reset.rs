@@ -9,7 +9,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{off, read, sk_state, sk_tuple},
+    kernel::{off, read, sk_state},
     maps::{F_RST_RX, SOCKS, emit, exchange, now},
 };
 
@@ -35,7 +35,7 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
         EventKind::ResetReceived,
         sk,
         info,
-        &sk_tuple(sk),
+        &info.tuple_of(sk),
         ts,
         payload,
     );
@@ -67,6 +67,13 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
         _pad: [0; 3],
         exchange: exchange(info, read::<u64>(sk, off!(tcp_bytes_received)), ts),
     };
-    emit(EventKind::ResetSent, sk, info, &sk_tuple(sk), ts, payload);
+    emit(
+        EventKind::ResetSent,
+        sk,
+        info,
+        &info.tuple_of(sk),
+        ts,
+        payload,
+    );
     0
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::event::{EventKind, Retransmit};
 
 use crate::{
-    kernel::{TCP_SYN_SENT, sk_state, sk_tuple},
+    kernel::{TCP_SYN_SENT, sk_state},
     maps::{SOCKS, emit, now},
 };
 
@@ -34,7 +34,7 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
         EventKind::Retransmit,
         sk,
         info,
-        &sk_tuple(sk),
+        &info.tuple_of(sk),
         now(),
         payload,
     );

@@ -79,7 +79,8 @@ fn on_established(sk: u64) {
     let ts = now();
     info.flags |= F_ESTABLISHED;
     info.last_rx_ns = ts;
-    let tuple = sk_tuple(sk);
+    // connect() usually returned before the handshake completed, and kept the tuple then.
+    let tuple = info.tuple_of(sk);
     info.tuple = tuple;
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
@@ -162,7 +163,7 @@ fn on_peer_close(sk: u64) {
         !awaiting,
         sk,
         info,
-        &sk_tuple(sk),
+        &info.tuple_of(sk),
         ts,
         payload,
     );
@@ -184,5 +185,12 @@ fn on_local_close(sk: u64) {
     let payload = PeerClose {
         exchange: exchange(info, bytes, ts),
     };
-    emit(EventKind::LocalClose, sk, info, &sk_tuple(sk), ts, payload);
+    emit(
+        EventKind::LocalClose,
+        sk,
+        info,
+        &info.tuple_of(sk),
+        ts,
+        payload,
+    );
 }

@@ -4,8 +4,8 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::Prob
 
 use super::response::TLS_SEEN;
 use crate::{
-    kernel::user_status,
-    maps::{TLS_STATUS, owner_watched},
+    kernel::{user_status, watched_thread},
+    maps::TLS_STATUS,
 };
 
 /// Hook: uprobe on `SSL_write(SSL *ssl, const void *buf, int num)` and
@@ -21,7 +21,7 @@ pub fn ssl_write(ctx: ProbeContext) -> u32 {
 
 fn try_ssl_write(ctx: &ProbeContext) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !owner_watched(pid_tgid) {
+    if !watched_thread(pid_tgid) {
         return Ok(());
     }
     let buf: u64 = ctx.arg(1).ok_or(0)?;
