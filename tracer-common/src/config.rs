@@ -19,7 +19,8 @@ pub struct Filter {
     /// tracer started: a local port in this range means an active open.
     pub ephemeral_lo: u16,
     pub ephemeral_hi: u16,
-    /// Bytes of routine records after which the reader is woken anyway: an eighth of the ring.
+    /// Bytes of routine records one CPU writes before it wakes the reader anyway: an eighth of
+    /// the ring shared out among the CPUs.
     pub wake_bytes: u32,
     /// Bitmap of `enum skb_drop_reason` values that are not packet loss (queues purged when a
     /// socket closes). Values come from BTF because they differ between kernels.

@@ -40,6 +40,9 @@ pub enum Counter {
     Emitted = 1,
     /// Socket entries that could not be inserted (map full despite LRU, or other errors).
     MapFull = 2,
+    /// Not a count for users: bytes of routine records this CPU wrote since it last woke the
+    /// reader. Kept per CPU so that CPUs writing records do not share a cache line.
+    UnwokenBytes = 3,
 }
 
 /// Number of counters in [`COUNTERS`].

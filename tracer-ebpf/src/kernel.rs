@@ -115,9 +115,11 @@ pub fn current_comm() -> [u8; 16] {
 }
 
 /// Raised by every exec() and thread rename on the host (`probes::thread`): cached answers of
-/// [`watched_thread`] carry the generation they were given in.
+/// [`watched_thread`] carry the generation they were given in. Every socket read and write
+/// reads it, so it starts at 1: an initialised global goes to `.data`, a map of its own, and
+/// does not share a cache line with the `.bss` globals that programs write.
 #[unsafe(no_mangle)]
-pub(crate) static mut FILTER_GEN: u32 = 0;
+pub(crate) static mut FILTER_GEN: u32 = 1;
 
 /// Whether the running thread `pid_tgid` belongs to a watched process, answered from this
 /// CPU's cache when it holds the thread's answer of the current generation: one helper call

@@ -150,7 +150,8 @@ impl Probes {
         filter.n_comms = opts.comms.len() as u32;
         filter.n_pids = opts.pids.len() as u32;
         (filter.ephemeral_lo, filter.ephemeral_hi) = ephemeral_range();
-        filter.wake_bytes = opts.ring_bytes / 8;
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+        filter.wake_bytes = (opts.ring_bytes / 8 / cpus).max(256);
         for status in &opts.statuses {
             filter.report_status(*status);
         }

@@ -116,6 +116,9 @@ pub struct Summary {
     pub rps: Option<f64>,
     pub p99_ms: Option<f64>,
     pub rps_ratio: Option<f64>,
+    /// Median over rounds of this configuration's requests/s over A's in the same round: less
+    /// moved by a host whose speed drifts during the run than the ratio of the medians.
+    pub rps_ratio_paired: Option<f64>,
     pub p99_ratio: Option<f64>,
     pub cpu_s_per_100k: Option<f64>,
     /// Median of the proxy's CPU microseconds per request.
@@ -143,6 +146,11 @@ pub fn summarise(runs: &[Run], mode: Mode) -> Vec<(Config, Summary)> {
                 rps,
                 p99_ms: p99,
                 rps_ratio: rps.zip(base_rps).map(|(x, b)| x / b),
+                rps_ratio_paired: median(of(c).filter_map(|r| {
+                    of(Config::Baseline)
+                        .find(|a| a.round == r.round)
+                        .map(|a| r.wrk.rps / a.wrk.rps)
+                })),
                 p99_ratio: p99.zip(base_p99).map(|(x, b)| x / b),
                 cpu_s_per_100k: median(of(c).filter_map(Run::cpu_s_per_100k)),
                 proxy_us_per_request: median(of(c).map(Run::proxy_us_per_request)),
@@ -163,6 +171,7 @@ impl Summary {
             "rps_median": self.rps,
             "p99_ms_median": self.p99_ms,
             "rps_ratio_to_a": self.rps_ratio,
+            "rps_ratio_to_a_paired_median": self.rps_ratio_paired,
             "p99_ratio_to_a": self.p99_ratio,
             "observer_cpu_s_per_100k_requests_median": self.cpu_s_per_100k,
             "proxy_cpu_us_per_request_median": self.proxy_us_per_request,
@@ -289,12 +298,13 @@ fn num(v: Option<f64>, decimals: usize) -> String {
 /// The comparison table, one line per mode and configuration.
 pub fn print_table(summaries: &[(Mode, Vec<(Config, Summary)>)]) {
     println!(
-        "\n{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
+        "\n{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
         "mode",
         "configuration",
         "req/s",
         "p99 ms",
         "req÷A",
+        "paired",
         "p99÷A",
         "nginx µs",
         "CPU s/100k",
@@ -305,12 +315,13 @@ pub fn print_table(summaries: &[(Mode, Vec<(Config, Summary)>)]) {
     for (mode, rows) in summaries {
         for (c, s) in rows {
             println!(
-                "{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
+                "{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
                 mode.name(),
                 format!("{} {}", c.id(), c.describe()),
                 num(s.rps, 0),
                 num(s.p99_ms, 2),
                 num(s.rps_ratio, 3),
+                num(s.rps_ratio_paired, 3),
                 num(s.p99_ratio, 3),
                 num(s.proxy_us_per_request, 1),
                 num(s.cpu_s_per_100k, 3),
