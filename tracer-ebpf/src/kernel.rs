@@ -320,7 +320,7 @@ pub fn reported_status(head: &[u8; 12]) -> Option<u16> {
     (w & (1 << (status % 64)) != 0).then_some(status)
 }
 
-/// Bytes of routine records after which the reader is woken anyway.
+/// Bytes of routine records one CPU writes before it wakes the reader anyway.
 #[inline(always)]
 pub fn wake_bytes() -> u64 {
     filter!(wake_bytes) as u64

@@ -250,6 +250,10 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         .iter()
         .map(|&m| (m, report::summarise(&runs, m)))
         .collect();
+    let steadiness: Vec<(Mode, Option<f64>)> = Mode::ALL
+        .iter()
+        .map(|&m| (m, report::baseline_spread_pct(&runs, m)))
+        .collect();
     let tracer_runs: Vec<&Run> = runs
         .iter()
         .filter(|r| r.config.is_tracer())
@@ -275,6 +279,10 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         "host": host::describe(),
         "plan": plan.json(),
         "pinning": pinning.json(),
+        "steadiness": steadiness.iter().map(|(m, spread)| (m.name().to_string(), json!({
+            "a_rps_spread_pct": spread,
+            "steady": spread.map(|s| s <= report::STEADY_SPREAD_PCT),
+        }))).collect::<serde_json::Map<_, _>>(),
         "summary": summaries.iter().map(|(m, rows)| (m.name().to_string(), Value::Object(
             rows.iter().map(|(c, s)| (c.id().to_string(), s.json())).collect()))).collect::<serde_json::Map<_, _>>(),
         "budgets": budgets.iter().map(report::Budget::json).collect::<Vec<_>>(),
@@ -292,6 +300,15 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     let path = write_results(args, &doc, started)?;
 
     report::print_table(&summaries);
+    for (mode, spread) in &steadiness {
+        if let Some(s) = spread.filter(|s| *s > report::STEADY_SPREAD_PCT) {
+            println!(
+                "\nWARNING: A's requests/s spread {s:.0} % across the {} rounds: the host was not \
+                 steady, and the ratios of this mode are not reliable (see `paired`)",
+                mode.name()
+            );
+        }
+    }
     println!(
         "\nfault mix (B, 5% refused + 5% reset, {}): {:.0} req/s, {} verdicts",
         Mode::NoKeepAlive.name(),

@@ -109,6 +109,26 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     })
 }
 
+/// Largest spread of A's requests/s across rounds, in percent of the smallest, that still
+/// counts as a steady host. On a quiet run of the development VM A stayed within ±6 %.
+pub const STEADY_SPREAD_PCT: f64 = 15.0;
+
+/// How far A's requests/s spread across the rounds of `mode`: (largest − smallest) over the
+/// smallest, in percent. `None` with fewer than two rounds.
+pub fn baseline_spread_pct(runs: &[Run], mode: Mode) -> Option<f64> {
+    let rps: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.mode == mode && r.config == Config::Baseline)
+        .map(|r| r.wrk.rps)
+        .collect();
+    if rps.len() < 2 {
+        return None;
+    }
+    let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rps.iter().copied().fold(0.0, f64::max);
+    (lo > 0.0).then(|| (hi - lo) / lo * 100.0)
+}
+
 /// Medians of one configuration in one mode over its rounds.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
