@@ -52,6 +52,8 @@ pub struct Lab {
     /// A directory for this lab's files.
     pub dir: PathBuf,
     children: Vec<Child>,
+    /// Leave `dir` behind when the lab is dropped (see [`Lab::keep_files`]).
+    keep_dir: bool,
 }
 
 impl Lab {
@@ -75,6 +77,7 @@ impl Lab {
             cl,
             dir,
             children: Vec::new(),
+            keep_dir: false,
         };
         lab.setup().with_context(|| format!("building lab {tag}"))?;
         std::fs::write(lab.dir.join("upstream.py"), UPSTREAM_PY)?;
@@ -298,6 +301,14 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Keeps the lab's directory, with every file written there, when the lab is dropped;
+    /// the namespaces and processes still go.
+    pub fn keep_files(&mut self) {
+        self.keep_dir = true;
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for c in &mut self.children {
@@ -316,7 +327,11 @@ impl Drop for Lab {
                 });
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.keep_dir {
+            eprintln!("lab files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

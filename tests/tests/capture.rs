@@ -508,3 +508,91 @@ fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> a
     }
     Ok(())
 }
+
+/// One thread plays a proxy worker (renamed `trc-proxy`, the watched name): it reads client
+/// A's request, starts a non-blocking connect upstream for it, reads client B's request while
+/// the handshake completes, then writes A's request upstream. It answers A with a 502 and B
+/// with a 503, so that both client connections leave a `response` record with their cookies.
+/// The clients are another process (python3, not watched), as they would be for a proxy.
+/// Prints the ports of A's and B's client connections and of the upstream connection.
+const LINK_PY: &str = r#"
+import ctypes, select, socket, subprocess, sys
+px, up_host, up_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctypes.CDLL(None).prctl(15, b"trc-proxy", 0, 0, 0)  # PR_SET_NAME
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((px, 9100))
+ls.listen(8)
+clients = subprocess.Popen([sys.executable, "-c", """
+import socket, sys
+px = sys.argv[1]
+cs = [socket.create_connection((px, 9100)) for _ in "ab"]
+for c, path in zip(cs, "ab"):
+    c.sendall(b"GET /%s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % path.encode())
+for c in cs:
+    c.recv(4096)
+""", px])
+a, _ = ls.accept()
+b, _ = ls.accept()
+if b"/a" not in a.recv(4096, socket.MSG_PEEK):
+    a, b = b, a
+a.recv(4096)
+u = socket.socket()
+u.setblocking(False)
+u.connect_ex((up_host, up_port))
+b.recv(4096)
+select.select([], [u], [], 5)
+u.setblocking(True)
+u.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+got = u.recv(4096)
+assert got.startswith(b"HTTP/1.1 200"), got
+a.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+b.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+clients.wait(timeout=10)
+print(a.getpeername()[1], b.getpeername()[1], u.getsockname()[1], flush=True)
+"#;
+
+#[test]
+fn a_new_upstream_connection_stays_linked_to_the_client_it_was_opened_for() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("link")?;
+    let upstream = lab.upstream("ok", 8091, None)?;
+    let (host, port) = upstream.addr.split_once(':').unwrap_or_default();
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "trc-proxy"])?;
+    let out = lab.run(
+        &lab.px,
+        &["python3", "-c", LINK_PY, &lab.px_addr, host, port],
+    )?;
+    let recs = tracer.stop()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ports: Vec<&str> = stdout.split_whitespace().collect();
+    let [a_port, b_port, u_port] = ports[..] else {
+        panic!("script output: {out:?}");
+    };
+    // The accepted end of each client connection wrote a status line, found by the client's
+    // port.
+    let response = |port: &str| -> Value {
+        only(&recs, "response", &format!("{}:{port}", lab.px_addr)).clone()
+    };
+    let (a, b) = (
+        response(a_port)["cookie"].clone(),
+        response(b_port)["cookie"].clone(),
+    );
+    assert!(a.is_u64() && b.is_u64() && a != b, "cookies {a} {b}");
+    let u_laddr = format!("{}:{u_port}", lab.px_addr);
+    for kind in ["connect", "ttfb"] {
+        let found: Vec<_> = recs
+            .of_type(kind)
+            .filter(|r| r["laddr"] == u_laddr.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "{kind} from {u_laddr}:\n{}", recs.dump());
+        assert_eq!(
+            found[0]["peer"], a,
+            "{kind} must name client A (B is {b}): {}",
+            found[0]
+        );
+        // And the client connection names the upstream one it was served by.
+        assert_eq!(response(a_port)["peer"], found[0]["cookie"], "{}", found[0]);
+    }
+    Ok(())
+}

@@ -31,6 +31,10 @@ pub struct KernelOffsets {
     pub tcp_total_retrans: u32,
     pub tcp_bytes_acked: u32,
     pub tcp_bytes_received: u32,
+    /// Next sequence number expected, and how far the application has read: the difference is
+    /// what sits unread in the receive queue (a FIN counts one).
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
     // struct sk_buff
     pub skb_sk: u32,
     pub skb_head: u32,
@@ -94,7 +98,7 @@ impl SyscallNumbers {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 45 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 47 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -116,6 +120,8 @@ impl KernelOffsets {
         tcp_total_retrans: UNKNOWN,
         tcp_bytes_acked: UNKNOWN,
         tcp_bytes_received: UNKNOWN,
+        tcp_rcv_nxt: UNKNOWN,
+        tcp_copied_seq: UNKNOWN,
         skb_sk: UNKNOWN,
         skb_head: UNKNOWN,
         skb_network_header: UNKNOWN,

@@ -54,9 +54,14 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
                 0
             };
             // A reused connection is linked to the request it now carries, through the thread
-            // writing it now: HAProxy hands pooled connections between threads.
+            // writing it now: HAProxy hands pooled connections between threads. A new
+            // connection keeps the link made at its connect(), right after the thread read
+            // its client's request: its first write waits for the handshake, and by then the
+            // thread may have read other clients' requests.
             info.tid = pid_tgid as u32;
-            link_to_client(info);
+            if info.requests > 0 || info.peer == 0 {
+                link_to_client(info);
+            }
         }
         info.req_bytes += ret as u64;
     }

@@ -152,8 +152,13 @@ fn on_peer_close(sk: u64) {
     let bytes = read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1);
     // An upstream speaking HTTP/1.0 (nginx's default towards upstreams) sends its response and
     // its FIN together, so the FIN usually arrives before the proxy has read the response.
-    // Data received since the request started means the upstream answered before closing.
-    let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req;
+    // Data received since the request started means the upstream answered before closing. So
+    // does data waiting unread: `rx_at_req` is read just after the request's write returned,
+    // and a fast upstream's response can already be in by then (seen on veth, about once in
+    // 10,000 requests). The FIN itself takes one sequence number.
+    let unread =
+        read::<u32>(sk, off!(tcp_rcv_nxt)).wrapping_sub(read::<u32>(sk, off!(tcp_copied_seq)));
+    let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req && unread <= 1;
     let payload = PeerClose {
         exchange: exchange_as(info, awaiting, bytes, ts),
     };

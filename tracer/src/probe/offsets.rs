@@ -146,6 +146,8 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.tcp_total_retrans = optional("tcp_sock", "total_retrans");
     o.tcp_bytes_acked = optional("tcp_sock", "bytes_acked");
     o.tcp_bytes_received = optional("tcp_sock", "bytes_received");
+    o.tcp_rcv_nxt = optional("tcp_sock", "rcv_nxt");
+    o.tcp_copied_seq = optional("tcp_sock", "copied_seq");
     o.skb_sk = optional("sk_buff", "sk");
     o.skb_head = optional("sk_buff", "head");
     o.skb_network_header = optional("sk_buff", "network_header");

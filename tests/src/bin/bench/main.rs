@@ -59,7 +59,8 @@ struct Args {
     /// Directory for the JSON results.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Keep every trace and capture file in the lab directory (they are large).
+    /// Keep every trace and capture file in the lab directory, which is then left behind and
+    /// named at the end (the files are large).
     #[arg(long)]
     keep_output: bool,
     /// The configurations to run, as letters (e.g. `AB` for a quicker look at the tracer's
@@ -187,7 +188,11 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
         None => None,
     };
     let pinning = Pinning::for_host();
-    let bench = BenchLab::start(pinning)?;
+    let mut bench = BenchLab::start(pinning)?;
+    if args.keep_output {
+        // The traces and captures are written in the lab's directory, which goes with the lab.
+        bench.lab.keep_files();
+    }
     eprintln!(
         "bench: nginx[{}] proxying {} → upstream nginx, wrk -t1 -c{}, {} round(s) of {} s per configuration",
         bench.proxy_pid,
