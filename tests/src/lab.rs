@@ -133,6 +133,12 @@ impl Lab {
         sh(&full)
     }
 
+    /// Keeps the lab's directory, with every file written there, when the lab is dropped;
+    /// the namespaces and processes still go.
+    pub fn keep_files(&mut self) {
+        self.keep_dir = true;
+    }
+
     /// Starts a process inside a namespace; it is killed when the lab drops.
     pub fn spawn(&mut self, ns: &str, args: &[&str]) -> anyhow::Result<u32> {
         self.spawn_to(ns, args, None)
@@ -298,14 +304,6 @@ impl Lab {
         let pid = child.id();
         let out = child.wait_with_output()?;
         Ok((pid, out))
-    }
-}
-
-impl Lab {
-    /// Keeps the lab's directory, with every file written there, when the lab is dropped;
-    /// the namespaces and processes still go.
-    pub fn keep_files(&mut self) {
-        self.keep_dir = true;
     }
 }
 

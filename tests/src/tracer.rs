@@ -162,6 +162,14 @@ impl Records {
             .collect()
     }
 
+    /// Records of one type from a local address.
+    pub fn from(&self, t: &str, laddr: &str) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|r| r["type"] == t && r["laddr"] == laddr)
+            .collect()
+    }
+
     /// The last `stats` record (written at exit).
     pub fn final_stats(&self) -> Option<&Value> {
         self.of_type("stats").last()

@@ -400,10 +400,7 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
         assert_eq!(resp["status"], status, "{resp}");
         assert_eq!(resp["role"], "client", "{resp}");
         // The connecting end read it: an upstream response on the socket bound to `upstream`.
-        let got: Vec<_> = recs
-            .of_type("upstream_response")
-            .filter(|r| r["laddr"] == upstream.as_str())
-            .collect();
+        let got = recs.from("upstream_response", &upstream);
         assert_eq!(
             got.len(),
             1,
@@ -446,8 +443,7 @@ exchange()
 fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("rename")?;
-    let upstream = lab.upstream("ok", 8089, None)?;
-    let (host, port) = upstream.addr.split_once(':').unwrap_or_default();
+    lab.upstream("ok", 8089, None)?;
     let link = lab.dir.join("trc-execed");
     std::os::unix::fs::symlink(std::fs::canonicalize("/usr/bin/python3")?, &link)?;
     let tracer = TracerRun::start(&lab.dir, &["--comm", "trc-renamed", "--comm", "trc-execed"])?;
@@ -462,8 +458,8 @@ fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> a
             "python3",
             "-c",
             RENAME_EXEC_PY,
-            host,
-            port,
+            &lab.up_addr,
+            "8089",
             "before",
             &link,
             RENAME_EXEC_PY,
@@ -484,26 +480,18 @@ fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> a
         (20, 1, 1),
         "script output: {out:?}"
     );
-    let connects_from = |laddr: &str| -> Vec<&Value> {
-        recs.of_type("connect")
-            .filter(|r| r["laddr"] == laddr)
-            .collect()
-    };
     for laddr in &before {
         assert!(
-            connects_from(laddr).is_empty(),
+            recs.from("connect", laddr).is_empty(),
             "python3 is not watched:\n{}",
             recs.dump()
         );
     }
     for (laddr, comm) in [(&renamed[0], "trc-renamed"), (&execed[0], "trc-execed")] {
-        let found = connects_from(laddr);
+        let found = recs.from("connect", laddr);
         assert_eq!(found.len(), 1, "connect from {laddr}:\n{}", recs.dump());
         assert_eq!(found[0]["comm"], comm, "{}", found[0]);
-        let ttfb: Vec<_> = recs
-            .of_type("ttfb")
-            .filter(|r| r["laddr"] == laddr.as_str())
-            .collect();
+        let ttfb = recs.from("ttfb", laddr);
         assert_eq!(ttfb.len(), 1, "ttfb from {laddr}:\n{}", recs.dump());
     }
     Ok(())
@@ -556,12 +544,11 @@ print(a.getpeername()[1], b.getpeername()[1], u.getsockname()[1], flush=True)
 fn a_new_upstream_connection_stays_linked_to_the_client_it_was_opened_for() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("link")?;
-    let upstream = lab.upstream("ok", 8091, None)?;
-    let (host, port) = upstream.addr.split_once(':').unwrap_or_default();
+    lab.upstream("ok", 8091, None)?;
     let tracer = TracerRun::start(&lab.dir, &["--comm", "trc-proxy"])?;
     let out = lab.run(
         &lab.px,
-        &["python3", "-c", LINK_PY, &lab.px_addr, host, port],
+        &["python3", "-c", LINK_PY, &lab.px_addr, &lab.up_addr, "8091"],
     )?;
     let recs = tracer.stop()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -581,10 +568,7 @@ fn a_new_upstream_connection_stays_linked_to_the_client_it_was_opened_for() -> a
     assert!(a.is_u64() && b.is_u64() && a != b, "cookies {a} {b}");
     let u_laddr = format!("{}:{u_port}", lab.px_addr);
     for kind in ["connect", "ttfb"] {
-        let found: Vec<_> = recs
-            .of_type(kind)
-            .filter(|r| r["laddr"] == u_laddr.as_str())
-            .collect();
+        let found = recs.from(kind, &u_laddr);
         assert_eq!(found.len(), 1, "{kind} from {u_laddr}:\n{}", recs.dump());
         assert_eq!(
             found[0]["peer"], a,

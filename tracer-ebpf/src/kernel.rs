@@ -147,11 +147,10 @@ pub fn watched_thread(pid_tgid: u64) -> bool {
     watched
 }
 
-/// Whether the running task belongs to a watched process. Asked on a miss of
-/// [`watched_thread`] and where a socket is first seen (connect, accept). The answer is
-/// remembered per thread and name.
+/// Whether the running task belongs to a watched process, on a miss of [`watched_thread`].
+/// The answer is remembered per thread and name, behind the per-CPU cache.
 #[inline(never)]
-pub fn watched_current(comm: &[u8; 16]) -> bool {
+fn watched_current(comm: &[u8; 16]) -> bool {
     let key = ThreadKey {
         pid_tgid: bpf_get_current_pid_tgid(),
         comm: *comm,

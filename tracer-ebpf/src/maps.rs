@@ -1,7 +1,6 @@
 //! Maps shared with user space (names in `tracer_common::maps`) and the per-socket state the
 //! programs keep between events.
 
-use crate::kernel::wake_bytes;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
@@ -16,6 +15,8 @@ use tracer_common::{
     },
     net::{FlowKey, SockTuple},
 };
+
+use crate::kernel::wake_bytes;
 
 /// Socket flags kept in [`SockInfo::flags`].
 pub const F_RST_RX: u8 = 1;
@@ -56,8 +57,9 @@ pub struct SockInfo {
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 6],
-    /// Both ends, once the connection is established (`lport` 0 before): the records of every
-    /// request copy them from here instead of reading the socket again.
+    /// Both ends, once known (`lport` 0 before): from connect()'s return, the handshake,
+    /// accept or adoption. The records of every request copy them from here instead of
+    /// reading the socket again.
     pub tuple: SockTuple,
 }
 
@@ -326,7 +328,8 @@ static mut LAST_WAKE_NS: u64 = 0;
 /// while a request was outstanding) wake the reader at once, so verdicts are not delayed.
 /// Routine records (connects, first bytes, accepts, closes, an answered peer close) wake it
 /// only when `WAKE_EVERY_NS` has passed since the last wake-up or this CPU wrote its share of
-/// an eighth of the ring since its own last wake-up; until then they wait in the ring for the next wake-up. On a busy host that is at most
+/// an eighth of the ring since its own last wake-up; until then they wait in the ring for the
+/// next wake-up. On a busy host that is at most
 /// `WAKE_EVERY_NS`; on a host that goes quiet, only a reader that also drains the ring on a
 /// timer bounds the wait of the last routine records.
 #[inline(always)]

@@ -156,9 +156,8 @@ fn on_peer_close(sk: u64) {
     // does data waiting unread: `rx_at_req` is read just after the request's write returned,
     // and a fast upstream's response can already be in by then (seen on veth, about once in
     // 10,000 requests). The FIN itself takes one sequence number.
-    let unread =
-        read::<u32>(sk, off!(tcp_rcv_nxt)).wrapping_sub(read::<u32>(sk, off!(tcp_copied_seq)));
-    let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req && unread <= 1;
+    // Read only when the cheaper tests leave the question open.
+    let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req && unread(sk) <= 1;
     let payload = PeerClose {
         exchange: exchange_as(info, awaiting, bytes, ts),
     };
@@ -172,6 +171,12 @@ fn on_peer_close(sk: u64) {
         ts,
         payload,
     );
+}
+
+/// Sequence numbers received but not yet read by the application (a FIN counts one).
+#[inline(always)]
+fn unread(sk: u64) -> u32 {
+    read::<u32>(sk, off!(tcp_rcv_nxt)).wrapping_sub(read::<u32>(sk, off!(tcp_copied_seq)))
 }
 
 /// The watched process closes an upstream connection first. Only reported while a response

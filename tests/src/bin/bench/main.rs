@@ -81,11 +81,10 @@ fn parse_configs(s: &str) -> Result<Configs, String> {
             .into_iter()
             .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
             .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCD"))?;
-        if c != Config::Baseline && out.contains(&c) {
-            return Err(format!("configuration {} is given twice", c.id()));
-        }
-        if !out.contains(&c) {
-            out.push(c);
+        match (c, out.contains(&c)) {
+            (Config::Baseline, _) => {}
+            (_, true) => return Err(format!("configuration {} is given twice", c.id())),
+            (_, false) => out.push(c),
         }
     }
     out.sort_by_key(|c| Config::ALL.iter().position(|x| x == c));
