@@ -35,6 +35,13 @@ pub struct KernelOffsets {
     /// what sits unread in the receive queue (a FIN counts one).
     pub tcp_rcv_nxt: u32,
     pub tcp_copied_seq: u32,
+    /// `sock.sk_error_queue`, the errors queued for applications that set IP_RECVERR or
+    /// IPV6_RECVERR, and its `prev`, the last of them (the queue itself when it is empty).
+    pub sk_error_queue: u32,
+    pub sk_error_queue_last: u32,
+    /// `sk_buff.cb` plus `sock_exterr_skb.ee`: the `struct sock_extended_err` of a queued error
+    /// (`ee_errno`, then `ee_origin`).
+    pub skb_exterr: u32,
     // struct sk_buff
     pub skb_sk: u32,
     pub skb_head: u32,
@@ -98,7 +105,7 @@ impl SyscallNumbers {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 47 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -122,6 +129,9 @@ impl KernelOffsets {
         tcp_bytes_received: UNKNOWN,
         tcp_rcv_nxt: UNKNOWN,
         tcp_copied_seq: UNKNOWN,
+        sk_error_queue: UNKNOWN,
+        sk_error_queue_last: UNKNOWN,
+        skb_exterr: UNKNOWN,
         skb_sk: UNKNOWN,
         skb_head: UNKNOWN,
         skb_network_header: UNKNOWN,

@@ -51,9 +51,10 @@ pub struct SockInfo {
     pub syn_retrans: u32,
     pub retrans: u32,
     pub requests: u32,
-    /// The error the application read for this socket (getsockopt SO_ERROR, or a repeated
-    /// connect()), kept because reading it clears it from the socket.
-    pub app_err: i32,
+    /// The first soft error of a connecting socket (an ICMP error recorded while connect()
+    /// held the lock), or the error a repeated connect() returned: kept because the
+    /// application clears it from the socket when it reads it.
+    pub soft_err: i32,
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 6],
@@ -155,7 +156,7 @@ impl SockInfo {
             syn_retrans: 0,
             retrans: 0,
             requests: 0,
-            app_err: 0,
+            soft_err: 0,
             role,
             flags,
             _pad: [0; 6],
@@ -357,7 +358,8 @@ fn wake_flags(routine: bool, ts_ns: u64, size: u64) -> u64 {
 
 /// Stores `value` under `key` of a per-thread map, overwriting an existing entry in place.
 /// Inserting into an LRU hash allocates an element and frees the old one under locks; these
-/// maps are written on every read or getsockopt of a watched thread, so the entry is reused.
+/// maps are written on every client read or connect() of a watched thread, so the entry is
+/// reused.
 /// Only the thread owning `key` writes its entry, from process context.
 #[inline(always)]
 pub fn put<V: Copy + 'static>(map: &LruHashMap<u32, V>, key: u32, value: &V) {

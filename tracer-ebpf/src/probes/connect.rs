@@ -135,8 +135,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             // SAFETY: a valid map value pointer, used within this program run.
             let info = unsafe { &mut *p };
             if info.flags & F_NO_WIRE == 0 {
-                if info.app_err == 0 {
-                    info.app_err = err;
+                if info.soft_err == 0 {
+                    info.soft_err = err;
                 }
                 return Ok(());
             }

@@ -120,12 +120,12 @@ fn on_connect_failed(sk: u64) {
         (err, FAIL_ICMP)
     } else if soft != 0 {
         (soft, FAIL_ICMP)
-    } else if info.app_err == ETIMEDOUT {
+    } else if info.soft_err == ETIMEDOUT {
         (ETIMEDOUT, FAIL_TIMEOUT)
-    } else if info.app_err != 0 {
-        // The application already read (and so cleared) the error: an ICMP error recorded
-        // as a soft error while connect() held the socket lock.
-        (info.app_err, FAIL_ICMP)
+    } else if info.soft_err != 0 {
+        // The application already read (and so cleared) the soft error, which the error
+        // report kept (`probes::error`), or a repeated connect() returned it.
+        (info.soft_err, FAIL_ICMP)
     } else {
         // The application closed the socket mid-handshake: from its side, a connect timeout.
         (ETIMEDOUT, FAIL_ABORTED)

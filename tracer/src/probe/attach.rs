@@ -61,6 +61,12 @@ pub const HOOKS: &[Hook] = &[
         feature: "resets sent",
     },
     Hook {
+        program: "inet_sk_error_report",
+        kind: HookKind::BtfTracepoint("inet_sk_error_report"),
+        required: false,
+        feature: "errno of ICMP-failed connects (soft errors the application clears with SO_ERROR)",
+    },
+    Hook {
         program: "tcp_retransmit_skb",
         kind: HookKind::BtfTracepoint("tcp_retransmit_skb"),
         required: false,
@@ -107,12 +113,6 @@ pub const HOOKS: &[Hook] = &[
         kind: HookKind::Tracepoint("syscalls", "sys_exit_connect"),
         required: false,
         feature: "connect_start, connect() errors before the wire",
-    },
-    Hook {
-        program: "sys_exit_getsockopt",
-        kind: HookKind::Tracepoint("syscalls", "sys_exit_getsockopt"),
-        required: false,
-        feature: "errno of ICMP-failed connects (read by the application with SO_ERROR)",
     },
     Hook {
         program: "sys_exit_accept4",

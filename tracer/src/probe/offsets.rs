@@ -148,6 +148,12 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.tcp_bytes_received = optional("tcp_sock", "bytes_received");
     o.tcp_rcv_nxt = optional("tcp_sock", "rcv_nxt");
     o.tcp_copied_seq = optional("tcp_sock", "copied_seq");
+    o.sk_error_queue = optional("sock", "sk_error_queue");
+    o.sk_error_queue_last = optional("sock", "sk_error_queue.prev");
+    o.skb_exterr = match (optional("sk_buff", "cb"), optional("sock_exterr_skb", "ee")) {
+        (UNKNOWN, _) | (_, UNKNOWN) => UNKNOWN,
+        (cb, ee) => cb + ee,
+    };
     o.skb_sk = optional("sk_buff", "sk");
     o.skb_head = optional("sk_buff", "head");
     o.skb_network_header = optional("sk_buff", "network_header");
