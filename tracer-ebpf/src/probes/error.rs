@@ -1,6 +1,6 @@
 //! Socket error reports: the errno of an ICMP error that reached a connecting socket while
-//! connect() held its lock. The kernel then keeps it only as a soft error, which an
-//! application clears when it reads SO_ERROR, usually before the socket closes.
+//! connect() held its lock. The kernel then keeps it only as a soft error, which the
+//! application clears when it reads SO_ERROR, before the socket closes.
 
 use core::ffi::c_void;
 
@@ -25,13 +25,13 @@ struct ExtendedErr {
 
 /// Hook: BTF tracepoint `sock:inet_sk_error_report(const struct sock *sk)`.
 ///
-/// Only applications that ask for IP_RECVERR (curl does) are woken early by an ICMP error
-/// while the handshake goes on, and so read SO_ERROR, and clear the soft error, before the
-/// socket closes. For them ip_icmp_error() queues the error and reports it, in the softirq
-/// that handles the ICMP message and before tcp_v4_err() stores the soft error: the errno is
-/// read from the queued error itself. Other applications learn the error when the socket
-/// closes, where `sk_err` or `sk_err_soft` still holds it (`probes::state`). Reports fire
-/// only on errors, so the hook costs nothing per request. Checked on 6.18.
+/// For a socket in SYN_SENT, tcp_v4_err() queues the ICMP error (ip_icmp_error()) whether or
+/// not the application asked for IP_RECVERR, and the report wakes the application at once:
+/// it reads SO_ERROR, which clears the soft error, and closes the socket. The report runs in
+/// the softirq that handles the ICMP message, before tcp_v4_err() stores the soft error, so
+/// the errno is read from the queued error itself. Seen on 6.18 for curl, a plain Python
+/// socket, nginx and HAProxy. Reports fire only on errors, so the hook costs nothing per
+/// request.
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
     let sk = ctx.arg::<*const c_void>(0) as u64;
