@@ -335,16 +335,17 @@ fn lost_events_are_counted_when_the_reader_falls_behind() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A watched process that plays both ends in one script: it accepts a connection (a client
-/// socket), connects to itself (an upstream socket), and sends a status line back over each
-/// pair with a different write call, read with a different read call. Prints one line per
-/// pair: the upstream socket's port, the write call, the read call, the status.
+/// A watched process that plays both ends in one script: it listens on the port it is given,
+/// accepts a connection (a client socket), connects to itself (an upstream socket), and sends
+/// a status line back over each pair with a different write call, read with a different read
+/// call. Prints one line per pair: the upstream socket's port, the write call, the read call,
+/// the status.
 const STATUS_CALLS_PY: &str = r#"
 import os, socket, sys
-host = sys.argv[1]
+host, port = sys.argv[1], int(sys.argv[2])
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind((host, 9000))
+ls.bind((host, port))
 ls.listen(8)
 def readv(c):
     buf = bytearray(4096)
@@ -363,7 +364,7 @@ reads = [
     ("recvmsg", lambda c: c.recvmsg(4096)[0]),
 ]
 for (w, write), (r, read), status in zip(writes, reads, [502, 503, 504, 502]):
-    c = socket.create_connection((host, 9000))
+    c = socket.create_connection((host, port))
     s, _ = ls.accept()
     c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     s.recv(4096)
@@ -380,7 +381,10 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
     require_root();
     let lab = Lab::new("calls")?;
     let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
-    let out = lab.run(&lab.px, &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr])?;
+    let out = lab.run(
+        &lab.px,
+        &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr, "9000"],
+    )?;
     let recs = tracer.stop()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let pairs: Vec<Vec<&str>> = stdout
@@ -410,6 +414,55 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
         assert_eq!(got[0]["via"], read, "{}", got[0]);
         assert_eq!(got[0]["status"], status, "{}", got[0]);
         assert_eq!(got[0]["role"], "upstream", "{}", got[0]);
+    }
+    Ok(())
+}
+
+/// Accepted sockets are adopted at their first read, and a local port in the ephemeral range
+/// would make one look like an upstream connection: ports that sockets start listening on are
+/// learned from the LISTEN state change, so a listener on such a port still has clients.
+#[test]
+fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
+    require_root();
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+    let [lo, hi] = range
+        .split_whitespace()
+        .map(str::parse::<u16>)
+        .collect::<Result<Vec<_>, _>>()?[..]
+    else {
+        anyhow::bail!("ip_local_port_range: {range:?}");
+    };
+    let port = lo + (hi - lo) / 2;
+    let lab = Lab::new("lsn")?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    let out = lab.run(
+        &lab.px,
+        &[
+            "python3",
+            "-c",
+            STATUS_CALLS_PY,
+            &lab.px_addr,
+            &port.to_string(),
+        ],
+    )?;
+    let recs = tracer.stop()?;
+    let listener = format!("{}:{port}", lab.px_addr);
+    let ports: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert_eq!(ports.len(), 4, "script output: {out:?}");
+    for p in ports {
+        let client = format!("{}:{p}", lab.px_addr);
+        let acc: Vec<_> = recs
+            .of_type("accept")
+            .filter(|r| r["laddr"] == listener.as_str() && r["raddr"] == client.as_str())
+            .collect();
+        assert_eq!(acc.len(), 1, "accept from {client}:\n{}", recs.dump());
+        assert_eq!(acc[0]["role"], "client", "{}", acc[0]);
+        let resp = only(&recs, "response", &client);
+        assert_eq!(resp["role"], "client", "{resp}");
+        assert_eq!(resp["laddr"], listener.as_str(), "{resp}");
     }
     Ok(())
 }

@@ -267,12 +267,12 @@ pub struct FirstByte {
     pub _pad: u32,
 }
 
-/// Payload of [`EventKind::Accepted`].
+/// Payload of [`EventKind::Accepted`]: nothing beyond the header, written at the client
+/// connection's first read or write.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Accepted {
-    pub fd: i32,
-    pub _pad: u32,
+    pub _reserved: u64,
 }
 
 crate::impl_pod!(

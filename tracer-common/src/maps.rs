@@ -8,8 +8,8 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const SOCKS: &str = "SOCKS";
 /// Watched sockets, keyed by [`crate::net::FlowKey`], for drops of packets that carry no socket.
 pub const FLOWS: &str = "FLOWS";
-/// connect() calls in flight, keyed by thread id.
-pub const CONNECTS: &str = "CONNECTS";
+/// Ports sockets began listening on while the tracer ran.
+pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
 /// The client connection each thread last read from, keyed by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";
 /// Status lines passed to `SSL_write`, waiting for the thread's next write to a client socket.
@@ -23,8 +23,10 @@ pub const WATCHED: &str = "WATCHED";
 pub const EVENTS_BYTES: u32 = 4 << 20;
 /// Default number of sockets tracked at once; the map is an LRU, so the oldest entry goes first.
 pub const SOCKS_ENTRIES: u32 = 65_536;
-/// Concurrent connect() calls tracked at once.
-pub const CONNECTS_ENTRIES: u32 = 8_192;
+/// Threads tracked at once by the per-thread maps (`LAST_CLIENT`, `TLS_STATUS`).
+pub const THREAD_ENTRIES: u32 = 8_192;
+/// Listening ports remembered at once.
+pub const LISTEN_ENTRIES: u32 = 4_096;
 /// Most `--pid` values.
 pub const PIDS_ENTRIES: u32 = 64;
 /// Threads whose process-filter result is remembered at once (an LRU).

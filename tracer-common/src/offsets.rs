@@ -47,20 +47,9 @@ pub struct KernelOffsets {
     pub skb_head: u32,
     pub skb_network_header: u32,
     pub skb_protocol: u32,
-    // struct task_struct and the path from a file descriptor to its socket
+    // struct task_struct (the process filter's parent check)
     pub task_real_parent: u32,
     pub task_tgid: u32,
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdtable_fd: u32,
-    pub file_private_data: u32,
-    pub socket_sk: u32,
-    // Syscall tracepoint records (from tracefs `format` files). Every `sys_enter_*` record
-    // holds its arguments as 8-byte fields from `tp_sys_args` on, and every `sys_exit_*` record
-    // its return value at `tp_sys_ret`; user space checks each hooked syscall's format against
-    // this rule before attaching it.
-    pub tp_sys_args: u32,
-    pub tp_sys_ret: u32,
     // BTF tracepoint argument positions that only some kernels have
     /// Index of `reason` in `tcp_send_reset` (6.10+), or UNKNOWN.
     pub arg_send_reset_reason: u32,
@@ -105,7 +94,7 @@ impl SyscallNumbers {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 50 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 43 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -138,13 +127,6 @@ impl KernelOffsets {
         skb_protocol: UNKNOWN,
         task_real_parent: UNKNOWN,
         task_tgid: UNKNOWN,
-        task_files: UNKNOWN,
-        files_fdt: UNKNOWN,
-        fdtable_fd: UNKNOWN,
-        file_private_data: UNKNOWN,
-        socket_sk: UNKNOWN,
-        tp_sys_args: UNKNOWN,
-        tp_sys_ret: UNKNOWN,
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
         regs_syscall: UNKNOWN,

@@ -1,12 +1,9 @@
 //! Reading kernel memory through the offsets that user space found in BTF, and the process
 //! filter. Nothing here knows a struct layout at compile time.
 
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
-    },
-    programs::TracePointContext,
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf,
+    bpf_probe_read_kernel, bpf_task_pt_regs,
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
@@ -56,6 +53,7 @@ pub const TCP_SYN_SENT: i32 = 2;
 pub const TCP_CLOSE: i32 = 7;
 pub const TCP_FIN_WAIT1: i32 = 4;
 pub const TCP_CLOSE_WAIT: i32 = 8;
+pub const TCP_LISTEN: i32 = 10;
 
 pub const IPPROTO_TCP: u16 = 6;
 pub const SOCK_STREAM: u16 = 1;
@@ -205,22 +203,6 @@ fn filter_current(comm: &[u8; 16]) -> bool {
     ptgid != 0 && unsafe { PIDS.get(&ptgid) }.is_some()
 }
 
-/// The `struct sock` behind a file descriptor of the current task, or 0:
-/// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk. Only called after the
-/// process filter passed; a descriptor that is not a socket yields garbage that `SOCKS` or
-/// `is_tcp` then rejects.
-#[inline(never)]
-pub fn fd_to_sk(fd: u32) -> u64 {
-    // SAFETY: the current task pointer, only ever used with probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    let files = read::<u64>(task, off!(task_files));
-    let fdt = read::<u64>(files, off!(files_fdt));
-    let fds = read::<u64>(fdt, off!(fdtable_fd));
-    let file = read::<u64>(fds, fd.wrapping_mul(8));
-    let sock = read::<u64>(file, off!(file_private_data));
-    read::<u64>(sock, off!(socket_sk))
-}
-
 /// Whether a drop reason is one the user-space filter marked as not being packet loss.
 #[inline(always)]
 pub fn drop_ignored(reason: u32) -> bool {
@@ -231,22 +213,6 @@ pub fn drop_ignored(reason: u32) -> bool {
     // SAFETY: FILTER is a plain static and `word` is in bounds.
     let w = unsafe { core::ptr::read_volatile(&FILTER.drop_ignore[word]) };
     w & (1 << (reason % 64)) != 0
-}
-
-/// Argument `i` of a `sys_enter_*` tracepoint record.
-#[inline(always)]
-pub fn sys_arg(ctx: &TracePointContext, i: usize) -> Result<u64, i32> {
-    let offset = off!(tp_sys_args) as usize + 8 * i;
-    // SAFETY: the layout was checked against this tracepoint's format file; the read is checked.
-    unsafe { ctx.read_at(offset) }
-}
-
-/// Return value of a `sys_exit_*` tracepoint record.
-#[inline(always)]
-pub fn sys_ret(ctx: &TracePointContext) -> Result<i64, i32> {
-    let offset = off!(tp_sys_ret) as usize;
-    // SAFETY: as above.
-    unsafe { ctx.read_at(offset) }
 }
 
 /// Arguments `FROM..FROM + N` of the system call the running task is in, from the user

@@ -10,8 +10,8 @@ use aya_ebpf::{
 use tracer_common::{
     event::{EventKind, Exchange, Record},
     maps::{
-        CONNECTS_ENTRIES, COUNTER_SLOTS, Counter, EVENTS_BYTES, PIDS_ENTRIES, SOCKS_ENTRIES,
-        WATCHED_ENTRIES,
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, LISTEN_ENTRIES, PIDS_ENTRIES, SOCKS_ENTRIES,
+        THREAD_ENTRIES, WATCHED_ENTRIES,
     },
     net::{FlowKey, SockTuple},
 };
@@ -20,8 +20,9 @@ use crate::kernel::wake_bytes;
 
 /// Socket flags kept in [`SockInfo::flags`].
 pub const F_RST_RX: u8 = 1;
-/// The socket failed before it had a local port: connect() reports the error, not the socket.
-pub const F_NO_WIRE: u8 = 2;
+/// `connect_start` is still to be written: the source port is chosen after SYN_SENT, so the
+/// record waits for the handshake's outcome or first retransmit.
+pub const F_START_PENDING: u8 = 2;
 /// The handshake completed.
 pub const F_ESTABLISHED: u8 = 4;
 
@@ -58,23 +59,10 @@ pub struct SockInfo {
     pub role: u8,
     pub flags: u8,
     pub _pad: [u8; 6],
-    /// Both ends, once known (`lport` 0 before): from connect()'s return, the handshake,
-    /// accept or adoption. The records of every request copy them from here instead of
-    /// reading the socket again.
+    /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
+    /// retransmit, or from adoption. The records of every request copy them from here instead
+    /// of reading the socket again.
     pub tuple: SockTuple,
-}
-
-/// A connect() call between syscall entry and exit, keyed by thread id.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingConnect {
-    pub start_ns: u64,
-    /// The socket that entered SYN_SENT during this call, 0 if none did.
-    pub sk: u64,
-    /// Destination as given to connect().
-    pub tuple: SockTuple,
-    pub fd: u32,
-    pub _pad: u32,
 }
 
 /// The client connection a thread last read from.
@@ -97,16 +85,18 @@ pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCKS
 #[map(name = "FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, u64> = LruHashMap::with_max_entries(SOCKS_ENTRIES, 0);
 
-#[map(name = "CONNECTS")]
-pub static CONNECTS: LruHashMap<u32, PendingConnect> =
-    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
-
 #[map(name = "LAST_CLIENT")]
 pub static LAST_CLIENT: LruHashMap<u32, ClientRef> =
-    LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+    LruHashMap::with_max_entries(THREAD_ENTRIES, 0);
 
 #[map(name = "TLS_STATUS")]
-pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(CONNECTS_ENTRIES, 0);
+pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(THREAD_ENTRIES, 0);
+
+/// Local ports that sockets began listening on while the tracer ran (the CLOSE → LISTEN state
+/// change), so that a socket adopted at its first read or write is known to be accepted even
+/// when its port lies in the ephemeral range. Never cleared: a port stays a listening port.
+#[map(name = "LISTEN_PORTS")]
+pub static LISTEN_PORTS: LruHashMap<u16, u8> = LruHashMap::with_max_entries(LISTEN_ENTRIES, 0);
 
 #[map(name = "PIDS")]
 pub static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(PIDS_ENTRIES, 0);
@@ -121,8 +111,8 @@ pub struct ThreadKey {
 }
 
 /// The process filter's result per thread: 1 watched, 0 not. Every socket write and read of a
-/// process that owns no watched socket asks (see `adopt`), as does every connect() and accept()
-/// on the host, and the full filter costs several map lookups and kernel reads.
+/// process that owns no watched socket asks (see `adopt`), as does every connect() on the host
+/// (at SYN_SENT), and the full filter costs several map lookups and kernel reads.
 #[map(name = "WATCHED")]
 pub static WATCHED: LruHashMap<ThreadKey, u8> = LruHashMap::with_max_entries(WATCHED_ENTRIES, 0);
 

@@ -60,7 +60,7 @@ fn stream(requests: u64) -> Vec<Vec<u8>> {
         ts += 10_000;
         out.push(bytes(&Record {
             header: header(EventKind::Accepted, ROLE_CLIENT, client, 0, ts, 8000),
-            payload: Accepted { fd: 7, _pad: 0 },
+            payload: Accepted::default(),
         }));
         let up = |kind, ts| header(kind, ROLE_UPSTREAM, upstream, client, ts, port);
         if i % 20 == 0 {

@@ -258,7 +258,7 @@ pub(crate) mod tests {
             }),
             bytes_of(&Record {
                 header: header(EventKind::Accepted),
-                payload: Accepted { fd: 7, _pad: 0 },
+                payload: Accepted::default(),
             }),
         ];
         for bytes in cases {

@@ -88,7 +88,6 @@ enum Key {
     DurationUs,
     Errno,
     Error,
-    Fd,
     IdleUs,
     Laddr,
     LatencyUs,
@@ -129,7 +128,6 @@ impl Key {
             Key::DurationUs => "duration_us",
             Key::Errno => "errno",
             Key::Error => "error",
-            Key::Fd => "fd",
             Key::IdleUs => "idle_us",
             Key::Laddr => "laddr",
             Key::LatencyUs => "latency_us",
@@ -159,7 +157,7 @@ impl Key {
 }
 
 /// Every key, in declaration (and so name) order: `KEYS[k as usize] == k`.
-const KEYS: [Key; 35] = [
+const KEYS: [Key; 34] = [
     Key::AwaitingResponse,
     Key::BytesReceived,
     Key::BytesSent,
@@ -170,7 +168,6 @@ const KEYS: [Key; 35] = [
     Key::DurationUs,
     Key::Errno,
     Key::Error,
-    Key::Fd,
     Key::IdleUs,
     Key::Laddr,
     Key::LatencyUs,
@@ -288,7 +285,7 @@ fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
         m.put(Key::Peer, Field::U64(h.peer));
     }
     match ev.payload {
-        Payload::ConnectStart(_) => {}
+        Payload::ConnectStart(_) | Payload::Accepted(_) => {}
         Payload::Connected(p) => {
             m.put(Key::LatencyUs, us(p.latency_ns));
             m.put(Key::SynRetransmits, Field::U64(p.syn_retransmits.into()));
@@ -341,7 +338,6 @@ fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
             m.put(Key::RequestNo, Field::U64(p.request_no.into()));
             m.put(Key::IdleUs, us(p.idle_ns));
         }
-        Payload::Accepted(p) => m.put(Key::Fd, Field::I64(p.fd.into())),
     }
     m
 }
@@ -599,7 +595,7 @@ mod tests {
                 idle_ns: 3,
                 ..Default::default()
             }),
-            Payload::Accepted(Accepted { fd: 7, _pad: 0 }),
+            Payload::Accepted(Accepted::default()),
         ];
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"ng\"x\\\n");

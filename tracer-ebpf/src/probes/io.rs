@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::event::{EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
+use tracer_common::event::{Accepted, EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
 
 use crate::{
     kernel::{
@@ -16,8 +16,8 @@ use crate::{
         watched_thread,
     },
     maps::{
-        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, SOCKS, SockInfo, emit, flow_key,
-        link_to_client, now, put, track,
+        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, LISTEN_PORTS, SOCKS, SockInfo, emit,
+        flow_key, link_to_client, now, put, track,
     },
     probes::response::{on_client_write, on_upstream_read},
 };
@@ -125,8 +125,8 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// The state of a watched socket read or written by a thread of a watched process (the running
-/// thread `pid_tgid`). An established TCP socket that the tracer has not seen open (it predates
-/// the tracer) is adopted. The thread is asked first: on a shared host most socket I/O is
+/// thread `pid_tgid`). An established TCP socket that the tracer has not seen open (accepted,
+/// or older than the tracer) is adopted. The thread is asked first: on a shared host most socket I/O is
 /// other processes', and it then costs one helper call and a per-CPU array slot.
 #[inline(always)]
 fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockInfo> {
@@ -134,20 +134,28 @@ fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockIn
         return None;
     }
     let sk = skp as u64;
-    let p = match SOCKS.get_ptr_mut(&sk) {
-        Some(p) => p,
-        None => {
-            adopt(skp, pid_tgid)?;
-            SOCKS.get_ptr_mut(&sk)?
-        }
-    };
-    // SAFETY: a valid map value pointer; reads and writes of one socket are serialised by the
-    // socket lock the kernel holds around these tracepoints' callers.
+    if let Some(p) = SOCKS.get_ptr_mut(&sk) {
+        // SAFETY: a valid map value pointer; reads and writes of one socket are serialised by
+        // the socket lock the kernel holds around these tracepoints' callers.
+        return Some(unsafe { &mut *p });
+    }
+    adopt(skp, pid_tgid)?;
+    let p = SOCKS.get_ptr_mut(&sk)?;
+    // SAFETY: as above.
     let info = unsafe { &mut *p };
-    if info.cookie == 0 {
-        // Sockets found through accept() get their cookie here, where a trusted pointer exists.
-        // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
-        info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
+    // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
+    info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
+    if info.role == ROLE_CLIENT {
+        // A client connection's accept record, written at its first read or write: no hook
+        // sees accept() return without slowing every system call on the host.
+        emit(
+            EventKind::Accepted,
+            sk,
+            info,
+            &info.tuple,
+            now(),
+            Accepted::default(),
+        );
     }
     Some(info)
 }
@@ -162,7 +170,9 @@ fn adopt(skp: *const c_void, pid_tgid: u64) -> Option<()> {
     let comm = current_comm();
     let tuple = sk_tuple(sk);
     let ts = now();
-    let role = if is_ephemeral(tuple.lport) {
+    // SAFETY: a lookup of a plain value.
+    let listening = unsafe { LISTEN_PORTS.get(&tuple.lport) }.is_some();
+    let role = if !listening && is_ephemeral(tuple.lport) {
         ROLE_UPSTREAM
     } else {
         ROLE_CLIENT

@@ -1,8 +1,6 @@
 //! One module per kind of hook. Each program is a thin wrapper around a `try_*` function.
 
-mod accept;
 mod close;
-mod connect;
 mod drop;
 mod error;
 mod io;

@@ -8,6 +8,7 @@ use tracer_common::event::{EventKind, Retransmit};
 use crate::{
     kernel::{TCP_SYN_SENT, sk_state},
     maps::{SOCKS, emit, now},
+    probes::state::connect_started,
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_retransmit_skb(const struct sock *sk, const struct sk_buff
@@ -22,21 +23,16 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
     let info = unsafe { &mut *p };
     let state = sk_state(sk);
     info.retrans += 1;
+    let tuple = info.tuple_of(sk);
     if state as i32 == TCP_SYN_SENT {
         info.syn_retrans += 1;
+        connect_started(sk, info, &tuple);
     }
     let payload = Retransmit {
         state,
         _pad: [0; 3],
         total: info.retrans,
     };
-    emit(
-        EventKind::Retransmit,
-        sk,
-        info,
-        &info.tuple_of(sk),
-        now(),
-        payload,
-    );
+    emit(EventKind::Retransmit, sk, info, &tuple, now(), payload);
     0
 }

@@ -8,21 +8,24 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use tracer_common::event::{
-    ConnectFailed, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_TIMEOUT,
-    PeerClose, ROLE_UPSTREAM,
+    ConnectFailed, ConnectStart, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST,
+    FAIL_SYSCALL, FAIL_TIMEOUT, PeerClose, ROLE_UPSTREAM,
 };
+
+use tracer_common::net::SockTuple;
 
 use crate::{
     kernel::{
-        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_SENT, current_comm,
-        is_tcp, off, read, sk_tuple, watched_thread,
+        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_LISTEN, TCP_SYN_SENT,
+        current_comm, is_tcp, off, read, sk_tuple, watched_thread,
     },
     maps::{
-        CONNECTS, F_ESTABLISHED, F_NO_WIRE, F_RST_RX, FLOWS, SOCKS, SockInfo, emit, emit_as,
-        exchange, exchange_as, flow_key, link_to_client, now, track,
+        F_ESTABLISHED, F_RST_RX, F_START_PENDING, FLOWS, LISTEN_PORTS, SOCKS, SockInfo, emit,
+        emit_as, exchange, exchange_as, flow_key, link_to_client, now, track,
     },
 };
 
+const EADDRNOTAVAIL: i32 = 99;
 const ETIMEDOUT: i32 = 110;
 const ECONNREFUSED: i32 = 111;
 
@@ -38,6 +41,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let new: i32 = ctx.arg(2);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => on_syn_sent(skp),
+        (TCP_CLOSE, TCP_LISTEN) => on_listen(skp as u64),
         (TCP_SYN_SENT, TCP_ESTABLISHED) => on_established(skp as u64),
         (TCP_SYN_SENT, TCP_CLOSE) => on_connect_failed(skp as u64),
         (TCP_ESTABLISHED, TCP_CLOSE_WAIT) => on_peer_close(skp as u64),
@@ -55,18 +59,40 @@ fn on_syn_sent(skp: *const c_void) {
         return;
     }
     let comm = current_comm();
-    let tid = pid_tgid as u32;
-    let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, 0);
+    let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, F_START_PENDING);
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
     info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
     link_to_client(&mut info);
-    if !track(sk, &info) {
+    let _ = track(sk, &info);
+}
+
+/// listen() on any socket of the host: its port is remembered, so that the sockets it accepts
+/// are recognised as clients when they are adopted (`probes::io`). Rare, so not filtered.
+#[inline(always)]
+fn on_listen(sk: u64) {
+    if !is_tcp(sk) {
         return;
     }
-    if let Some(p) = CONNECTS.get_ptr_mut(&tid) {
-        // SAFETY: a valid map value pointer; only this thread's syscall touches its entry.
-        unsafe { (*p).sk = sk };
+    let port = sk_tuple(sk).lport;
+    if port != 0 {
+        let _ = LISTEN_PORTS.insert(&port, &1, 0);
     }
+}
+
+/// Writes the `connect_start` of a socket whose handshake began while the tracer ran, once, as
+/// soon as its source port is known: at the handshake's outcome or first SYN retransmit.
+/// It is dated by the SYN.
+#[inline(always)]
+pub fn connect_started(sk: u64, info: &mut SockInfo, tuple: &SockTuple) {
+    if info.flags & F_START_PENDING == 0 {
+        return;
+    }
+    info.flags &= !F_START_PENDING;
+    info.tuple = *tuple;
+    let payload = ConnectStart {
+        syn_ns: info.start_ns,
+    };
+    emit(EventKind::ConnectStart, sk, info, tuple, now(), payload);
 }
 
 #[inline(always)]
@@ -79,9 +105,9 @@ fn on_established(sk: u64) {
     let ts = now();
     info.flags |= F_ESTABLISHED;
     info.last_rx_ns = ts;
-    // connect() usually returned before the handshake completed, and kept the tuple then.
     let tuple = info.tuple_of(sk);
     info.tuple = tuple;
+    connect_started(sk, info, &tuple);
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
     let srtt_us = read::<u32>(sk, off!(tcp_srtt_us)) >> 3;
@@ -103,11 +129,19 @@ fn on_connect_failed(sk: u64) {
     let tuple = sk_tuple(sk);
     if tuple.lport == 0 {
         // tcp_v4_connect() enters SYN_SENT before it picks a port; failing with no source port
-        // means no port was free (EADDRNOTAVAIL) and no packet left. connect()'s return value
-        // reports it.
-        info.flags |= F_NO_WIRE;
+        // means no port was free (EADDRNOTAVAIL) and no packet left. This runs in connect().
+        let ts = now();
+        let payload = ConnectFailed {
+            duration_ns: ts - info.start_ns,
+            errno: EADDRNOTAVAIL,
+            syn_retransmits: 0,
+            source: FAIL_SYSCALL,
+            _pad: [0; 7],
+        };
+        emit(EventKind::ConnectFailed, sk, info, &tuple, ts, payload);
         return;
     }
+    connect_started(sk, info, &tuple);
     // tcp_done_with_error() stores sk_err before the state changes. An ICMP error that arrived
     // while connect() held the socket lock is only in sk_err_soft.
     let err = read::<i32>(sk, off!(sk_err));

@@ -1,15 +1,15 @@
 //! The attach table: which program goes on which hook, and what is lost without it.
 //!
-//! Every hook is a tracepoint or a BTF tracepoint so the tracer works where kprobes and fentry
-//! are unavailable (kernels built without kprobes, lockdown). BTF tracepoints need 5.5+.
+//! Every hook is a BTF tracepoint so the tracer works where kprobes and fentry are unavailable
+//! (kernels built without kprobes, lockdown). BTF tracepoints need 5.5+. None is a syscall
+//! tracepoint: attaching any one of those sends every system call of every task on the host
+//! through the kernel's slow tracing path (kernel-notes.md).
 
 /// How a program attaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
     /// `tp_btf/<name>`: raw tracepoint with typed arguments.
     BtfTracepoint(&'static str),
-    /// `tracepoint/<category>/<name>`.
-    Tracepoint(&'static str, &'static str),
 }
 
 /// One row of the attach table.
@@ -29,7 +29,6 @@ impl Hook {
     pub fn display(&self) -> String {
         match self.kind {
             HookKind::BtfTracepoint(n) => format!("tp_btf/{n}"),
-            HookKind::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
         }
     }
 }
@@ -101,29 +100,5 @@ pub const HOOKS: &[Hook] = &[
         kind: HookKind::BtfTracepoint("sock_recv_length"),
         required: false,
         feature: "time to first byte (reads), upstream status lines",
-    },
-    Hook {
-        program: "sys_enter_connect",
-        kind: HookKind::Tracepoint("syscalls", "sys_enter_connect"),
-        required: false,
-        feature: "connect() errors before the wire (EADDRNOTAVAIL)",
-    },
-    Hook {
-        program: "sys_exit_connect",
-        kind: HookKind::Tracepoint("syscalls", "sys_exit_connect"),
-        required: false,
-        feature: "connect_start, connect() errors before the wire",
-    },
-    Hook {
-        program: "sys_exit_accept4",
-        kind: HookKind::Tracepoint("syscalls", "sys_exit_accept4"),
-        required: false,
-        feature: "client sockets (accept4)",
-    },
-    Hook {
-        program: "sys_exit_accept",
-        kind: HookKind::Tracepoint("syscalls", "sys_exit_accept"),
-        required: false,
-        feature: "client sockets (accept)",
     },
 ];

@@ -5,12 +5,11 @@ pub mod attach;
 pub mod btf;
 pub mod offsets;
 pub mod tls;
-pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{BtfTracePoint, UProbe, uprobe::UProbeScope},
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
@@ -196,14 +195,7 @@ impl Probes {
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
-            let error = match hook.kind {
-                HookKind::Tracepoint("syscalls", event) => {
-                    offsets::check_syscall(event, &resolved.offsets)
-                }
-                _ => Ok(()),
-            }
-            .and_then(|()| attach_one(&mut ebpf, hook, &aya_btf))
-            .err();
+            let error = attach_one(&mut ebpf, hook, &aya_btf).err();
             if hook.required
                 && let Some(error) = &error
             {
@@ -322,11 +314,6 @@ fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             p.load(name, btf).map_err(|e| verifier_error(&e))?;
             p.attach().map_err(|e| format!("{e}"))?;
-        }
-        HookKind::Tracepoint(category, name) => {
-            let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| verifier_error(&e))?;
-            p.attach(category, name).map_err(|e| format!("{e}"))?;
         }
     }
     Ok(())

@@ -1,11 +1,8 @@
-//! Fills [`KernelOffsets`] from the running kernel's BTF and tracepoint format files.
+//! Fills [`KernelOffsets`] from the running kernel's BTF.
 
 use tracer_common::offsets::{KernelOffsets, SyscallNumbers, UNKNOWN};
 
-use super::{
-    btf::{Btf, BtfError},
-    tracefs::{Format, FormatError},
-};
+use super::btf::{Btf, BtfError};
 
 /// Why the offsets the programs need could not be found.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +28,6 @@ pub struct Resolved {
     pub offsets: KernelOffsets,
     pub missing: Vec<MissingField>,
 }
-
-/// Arguments of the syscalls the programs read, in order; each must sit at
-/// `tp_sys_args + 8 * index` in its `sys_enter_*` record.
-pub const SYSCALL_ARGS: &[(&str, &[&str])] = &[("connect", &["fd", "uservaddr"])];
 
 /// Where the syscall number and the first four arguments sit in the user registers a task
 /// saved on syscall entry, as `(struct pt_regs member, extra bytes)`.
@@ -64,46 +57,6 @@ pub fn syscall_numbers() -> SyscallNumbers {
         recvfrom: n(libc::SYS_recvfrom),
         recvmsg: n(libc::SYS_recvmsg),
     }
-}
-
-/// Where syscall arguments and return values sit in tracepoint records, from the format of
-/// `write` (every syscall tracepoint shares the layout; [`check_syscall`] verifies each).
-fn syscall_layout() -> Result<(u32, u32), FormatError> {
-    let enter = Format::load("syscalls", "sys_enter_write")?;
-    let exit = Format::load("syscalls", "sys_exit_write")?;
-    Ok((enter.field("fd")?.offset, exit.field("ret")?.offset))
-}
-
-/// Checks that a syscall tracepoint has the layout the programs assume, before attaching it.
-pub fn check_syscall(event: &str, offsets: &KernelOffsets) -> Result<(), String> {
-    let fmt = Format::load("syscalls", event).map_err(|e| e.to_string())?;
-    if let Some(name) = event.strip_prefix("sys_exit_") {
-        let ret = fmt.field("ret").map_err(|e| e.to_string())?;
-        if ret.offset != offsets.tp_sys_ret {
-            return Err(format!(
-                "{name}: ret at {} not {}",
-                ret.offset, offsets.tp_sys_ret
-            ));
-        }
-        return Ok(());
-    }
-    let name = event.strip_prefix("sys_enter_").unwrap_or(event);
-    let args = SYSCALL_ARGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, a)| *a)
-        .unwrap_or(&[]);
-    for (i, arg) in args.iter().enumerate() {
-        let f = fmt.field(arg).map_err(|e| e.to_string())?;
-        let want = offsets.tp_sys_args + 8 * i as u32;
-        if f.offset != want || f.size != 8 {
-            return Err(format!(
-                "{event}: argument {arg} at offset {} size {}, expected {want} size 8",
-                f.offset, f.size
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Looks every field up. Fields of `struct sock` are required; the rest degrade one feature
@@ -160,11 +113,6 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.skb_protocol = optional("sk_buff", "protocol");
     o.task_real_parent = optional("task_struct", "real_parent");
     o.task_tgid = optional("task_struct", "tgid");
-    o.task_files = optional("task_struct", "files");
-    o.files_fdt = optional("files_struct", "fdt");
-    o.fdtable_fd = optional("fdtable", "fd");
-    o.file_private_data = optional("file", "private_data");
-    o.socket_sk = optional("socket", "sk");
     let regs = REGS.map(|(field, extra)| match optional("pt_regs", field) {
         UNKNOWN => UNKNOWN,
         offset => offset + extra,
@@ -180,16 +128,6 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     }
     if btf.trace_arg_count("kfree_skb").unwrap_or(0) >= 4 {
         o.arg_kfree_skb_rx_sk = 3;
-    }
-    match syscall_layout() {
-        Ok((args, ret)) => {
-            o.tp_sys_args = args;
-            o.tp_sys_ret = ret;
-        }
-        Err(e) => missing.push(MissingField {
-            field: "syscall tracepoint layout".into(),
-            error: e.to_string(),
-        }),
     }
     Ok(Resolved {
         offsets: o,
@@ -225,13 +163,8 @@ mod tests {
             "unexpected missing fields: {:?}",
             r.missing
         );
-        assert_ne!(o.tp_sys_args, UNKNOWN);
         assert_ne!(o.regs_syscall, UNKNOWN);
         assert!(!o.regs_args.contains(&UNKNOWN));
         assert_eq!(o.syscalls, syscall_numbers());
-        for (name, _) in SYSCALL_ARGS {
-            check_syscall(&format!("sys_enter_{name}"), &o).unwrap();
-        }
-        check_syscall("sys_exit_connect", &o).unwrap();
     }
 }
