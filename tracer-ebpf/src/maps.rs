@@ -52,9 +52,9 @@ pub struct SockInfo {
     pub syn_retrans: u32,
     pub retrans: u32,
     pub requests: u32,
-    /// The first soft error of a connecting socket (an ICMP error recorded while connect()
-    /// held the lock), or the error a repeated connect() returned: kept because the
-    /// application clears it from the socket when it reads it.
+    /// The errno of the first ICMP error reported on a connecting socket: kept because the
+    /// kernel may store it only as a soft error, which the application clears when it reads
+    /// SO_ERROR.
     pub soft_err: i32,
     pub role: u8,
     pub flags: u8,

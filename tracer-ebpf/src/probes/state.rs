@@ -154,11 +154,9 @@ fn on_connect_failed(sk: u64) {
         (err, FAIL_ICMP)
     } else if soft != 0 {
         (soft, FAIL_ICMP)
-    } else if info.soft_err == ETIMEDOUT {
-        (ETIMEDOUT, FAIL_TIMEOUT)
     } else if info.soft_err != 0 {
         // The application already read (and so cleared) the soft error, which the error
-        // report kept (`probes::error`), or a repeated connect() returned it.
+        // report kept (`probes::error`).
         (info.soft_err, FAIL_ICMP)
     } else {
         // The application closed the socket mid-handshake: from its side, a connect timeout.
