@@ -30,7 +30,8 @@ struct ExtendedErr {
 /// it reads SO_ERROR, which clears the soft error, and closes the socket. The report runs in
 /// the softirq that handles the ICMP message, before tcp_v4_err() stores the soft error, so
 /// the errno is read from the queued error itself. Seen on 6.18 for curl, a plain Python
-/// socket, nginx and HAProxy. Reports fire only on errors, so the hook costs nothing per
+/// socket, nginx and HAProxy, over IPv4 (IPv6 queues the error only for IPV6_RECVERR
+/// sockets; the others keep the soft error until the close reads it). Reports fire only on errors, so the hook costs nothing per
 /// request.
 #[btf_tracepoint(function = "inet_sk_error_report")]
 pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> u32 {
