@@ -418,12 +418,8 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
     Ok(())
 }
 
-/// Accepted sockets are adopted at their first read, and a local port in the ephemeral range
-/// would make one look like an upstream connection: ports that sockets start listening on are
-/// learned from the LISTEN state change, so a listener on such a port still has clients.
-#[test]
-fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
-    require_root();
+/// The port in the middle of the host's `net.ipv4.ip_local_port_range`.
+fn mid_ephemeral_port() -> anyhow::Result<u16> {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
     let [lo, hi] = range
         .split_whitespace()
@@ -432,7 +428,16 @@ fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
     else {
         anyhow::bail!("ip_local_port_range: {range:?}");
     };
-    let port = lo + (hi - lo) / 2;
+    Ok(lo + (hi - lo) / 2)
+}
+
+/// Accepted sockets are adopted at their first read, and a local port in the ephemeral range
+/// would make one look like an upstream connection: ports that sockets start listening on are
+/// learned from the LISTEN state change, so a listener on such a port still has clients.
+#[test]
+fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
+    require_root();
+    let port = mid_ephemeral_port()?;
     let lab = Lab::new("lsn")?;
     let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
     let out = lab.run(
@@ -464,6 +469,31 @@ fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
         assert_eq!(resp["role"], "client", "{resp}");
         assert_eq!(resp["laddr"], listener.as_str(), "{resp}");
     }
+    Ok(())
+}
+
+/// A listener on an ephemeral port that is older than the tracer, in another network
+/// namespace, is found at start-up: the tracer reads the listening sockets of every namespace.
+#[test]
+fn a_listener_older_than_the_tracer_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()>
+{
+    require_root();
+    let port = mid_ephemeral_port()?;
+    let mut lab = Lab::new("eph")?;
+    let up = lab.upstream("ok", port, Some("500"))?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl", "--comm", "python3"])?;
+    let (_, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let recs = tracer.stop()?;
+
+    let c = only(&recs, "connect", &up.addr);
+    let acc: Vec<_> = recs
+        .of_type("accept")
+        .filter(|r| r["raddr"] == c["laddr"])
+        .collect();
+    assert_eq!(acc.len(), 1, "accept of {}:\n{}", c["laddr"], recs.dump());
+    assert_eq!(acc[0]["role"], "client", "{}", acc[0]);
+    assert_eq!(acc[0]["pid"], up.pid, "{}", acc[0]);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod btf;
+pub mod listen;
 pub mod offsets;
 pub mod tls;
 
@@ -212,6 +213,23 @@ impl Probes {
             });
         }
         hooks.extend(attach_tls(&mut ebpf, opts));
+        // After the LISTEN state change is hooked, so that no listener falls in between.
+        let listen_ports = ebpf
+            .map_mut(names::LISTEN_PORTS)
+            .ok_or(ProbeError::Missing("LISTEN_PORTS map"))?;
+        let mut listen_ports: BpfHashMap<_, u16, u8> =
+            BpfHashMap::try_from(listen_ports).map_err(|source| ProbeError::Map {
+                map: names::LISTEN_PORTS,
+                source,
+            })?;
+        for port in listen::listening_ports(names::LISTEN_ENTRIES as usize) {
+            listen_ports
+                .insert(port, 1, 0)
+                .map_err(|source| ProbeError::Map {
+                    map: names::LISTEN_PORTS,
+                    source,
+                })?;
+        }
         drop(aya_btf);
         release_free_memory();
         let counters = ebpf
