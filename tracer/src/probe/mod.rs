@@ -177,22 +177,7 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
 
-        if !opts.pids.is_empty() {
-            let map = ebpf
-                .map_mut(names::PIDS)
-                .ok_or(ProbeError::Missing("PIDS map"))?;
-            let mut pids: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-                    map: names::PIDS,
-                    source,
-                })?;
-            for pid in &opts.pids {
-                pids.insert(pid, 1, 0).map_err(|source| ProbeError::Map {
-                    map: names::PIDS,
-                    source,
-                })?;
-            }
-        }
+        mark_all(&mut ebpf, names::PIDS, opts.pids.iter().copied())?;
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
@@ -214,22 +199,8 @@ impl Probes {
         }
         hooks.extend(attach_tls(&mut ebpf, opts));
         // After the LISTEN state change is hooked, so that no listener falls in between.
-        let listen_ports = ebpf
-            .map_mut(names::LISTEN_PORTS)
-            .ok_or(ProbeError::Missing("LISTEN_PORTS map"))?;
-        let mut listen_ports: BpfHashMap<_, u16, u8> =
-            BpfHashMap::try_from(listen_ports).map_err(|source| ProbeError::Map {
-                map: names::LISTEN_PORTS,
-                source,
-            })?;
-        for port in listen::listening_ports(names::LISTEN_ENTRIES as usize) {
-            listen_ports
-                .insert(port, 1, 0)
-                .map_err(|source| ProbeError::Map {
-                    map: names::LISTEN_PORTS,
-                    source,
-                })?;
-        }
+        let ports = listen::listening_ports(names::LISTEN_ENTRIES as usize);
+        mark_all(&mut ebpf, names::LISTEN_PORTS, ports)?;
         drop(aya_btf);
         release_free_memory();
         let counters = ebpf
@@ -321,6 +292,21 @@ fn attach_tls(ebpf: &mut Ebpf, opts: &LoadOptions) -> Vec<HookStatus> {
         }
     }
     out
+}
+
+/// Inserts each key with the value 1 into the hash map `name`, a set to the programs.
+fn mark_all<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: impl IntoIterator<Item = K>,
+) -> Result<(), ProbeError> {
+    let map_error = |source| ProbeError::Map { map: name, source };
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Missing(name))?;
+    let mut set: BpfHashMap<_, K, u8> = BpfHashMap::try_from(map).map_err(map_error)?;
+    for key in keys {
+        set.insert(key, 1, 0).map_err(map_error)?;
+    }
+    Ok(())
 }
 
 fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {
