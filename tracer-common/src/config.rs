@@ -15,8 +15,9 @@ pub struct Filter {
     pub n_comms: u32,
     /// Non-zero when `PIDS` holds ids: a task matches if its tgid or its parent's tgid is there.
     pub n_pids: u32,
-    /// Low and high end of `net.ipv4.ip_local_port_range`, to classify sockets opened before the
-    /// tracer started: a local port in this range means an active open.
+    /// Low and high end of `net.ipv4.ip_local_port_range`, to classify sockets the tracer did not
+    /// see open (accepted, or older than the tracer): a local port in this range that is not a
+    /// listening port means an active open.
     pub ephemeral_lo: u16,
     pub ephemeral_hi: u16,
     /// Bytes of routine records one CPU writes before it wakes the reader anyway: an eighth of

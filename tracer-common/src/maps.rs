@@ -8,7 +8,7 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const SOCKS: &str = "SOCKS";
 /// Watched sockets, keyed by [`crate::net::FlowKey`], for drops of packets that carry no socket.
 pub const FLOWS: &str = "FLOWS";
-/// Ports sockets began listening on while the tracer ran.
+/// Ports that sockets listen on, in any network namespace (at start-up or since).
 pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
 /// The client connection each thread last read from, keyed by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";

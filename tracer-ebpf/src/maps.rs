@@ -92,9 +92,10 @@ pub static LAST_CLIENT: LruHashMap<u32, ClientRef> =
 #[map(name = "TLS_STATUS")]
 pub static TLS_STATUS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(THREAD_ENTRIES, 0);
 
-/// Local ports that sockets began listening on while the tracer ran (the CLOSE → LISTEN state
-/// change), so that a socket adopted at its first read or write is known to be accepted even
-/// when its port lies in the ephemeral range. Never cleared: a port stays a listening port.
+/// Local ports that sockets listen on: filled by user space at start-up and by the CLOSE →
+/// LISTEN state change after, so that a socket adopted at its first read or write is known to
+/// be accepted even when its port lies in the ephemeral range. Never cleared: a port stays a
+/// listening port.
 #[map(name = "LISTEN_PORTS")]
 pub static LISTEN_PORTS: LruHashMap<u16, u8> = LruHashMap::with_max_entries(LISTEN_ENTRIES, 0);
 
@@ -348,9 +349,8 @@ fn wake_flags(routine: bool, ts_ns: u64, size: u64) -> u64 {
 
 /// Stores `value` under `key` of a per-thread map, overwriting an existing entry in place.
 /// Inserting into an LRU hash allocates an element and frees the old one under locks; these
-/// maps are written on every client read or connect() of a watched thread, so the entry is
-/// reused.
-/// Only the thread owning `key` writes its entry, from process context.
+/// maps are written on every client read of a watched thread, so the entry is reused. Only the
+/// thread owning `key` writes its entry, from process context.
 #[inline(always)]
 pub fn put<V: Copy + 'static>(map: &LruHashMap<u32, V>, key: u32, value: &V) {
     match map.get_ptr_mut(&key) {

@@ -126,8 +126,8 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
 
 /// The state of a watched socket read or written by a thread of a watched process (the running
 /// thread `pid_tgid`). An established TCP socket that the tracer has not seen open (accepted,
-/// or older than the tracer) is adopted. The thread is asked first: on a shared host most socket I/O is
-/// other processes', and it then costs one helper call and a per-CPU array slot.
+/// or older than the tracer) is adopted. The thread is asked first: on a shared host most
+/// socket I/O is other processes', and it then costs one helper call and a per-CPU array slot.
 #[inline(always)]
 fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockInfo> {
     if !watched_thread(pid_tgid) {

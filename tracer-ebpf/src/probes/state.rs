@@ -7,12 +7,13 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::event::{
-    ConnectFailed, ConnectStart, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST,
-    FAIL_SYSCALL, FAIL_TIMEOUT, PeerClose, ROLE_UPSTREAM,
+use tracer_common::{
+    event::{
+        ConnectFailed, ConnectStart, Connected, EventKind, FAIL_ABORTED, FAIL_ICMP, FAIL_RST,
+        FAIL_SYSCALL, FAIL_TIMEOUT, PeerClose, ROLE_UPSTREAM,
+    },
+    net::SockTuple,
 };
-
-use tracer_common::net::SockTuple;
 
 use crate::{
     kernel::{
@@ -81,7 +82,7 @@ fn on_listen(sk: u64) {
 
 /// Writes the `connect_start` of a socket whose handshake began while the tracer ran, once, as
 /// soon as its source port is known: at the handshake's outcome or first SYN retransmit.
-/// It is dated by the SYN.
+/// It is dated by the SYN. The tuple is kept for the socket's later records.
 #[inline(always)]
 pub fn connect_started(sk: u64, info: &mut SockInfo, tuple: &SockTuple) {
     if info.flags & F_START_PENDING == 0 {
@@ -106,7 +107,7 @@ fn on_established(sk: u64) {
     info.flags |= F_ESTABLISHED;
     info.last_rx_ns = ts;
     let tuple = info.tuple_of(sk);
-    info.tuple = tuple;
+    // Keeps the tuple for the connection's later records, unless a SYN retransmit did.
     connect_started(sk, info, &tuple);
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
@@ -127,26 +128,33 @@ fn on_connect_failed(sk: u64) {
     // SAFETY: as in `on_established`.
     let info = unsafe { &mut *p };
     let tuple = sk_tuple(sk);
-    if tuple.lport == 0 {
+    let (errno, source) = if tuple.lport == 0 {
         // tcp_v4_connect() enters SYN_SENT before it picks a port; failing with no source port
         // means no port was free (EADDRNOTAVAIL) and no packet left. This runs in connect().
-        let ts = now();
-        let payload = ConnectFailed {
-            duration_ns: ts - info.start_ns,
-            errno: EADDRNOTAVAIL,
-            syn_retransmits: 0,
-            source: FAIL_SYSCALL,
-            _pad: [0; 7],
-        };
-        emit(EventKind::ConnectFailed, sk, info, &tuple, ts, payload);
-        return;
-    }
-    connect_started(sk, info, &tuple);
+        (EADDRNOTAVAIL, FAIL_SYSCALL)
+    } else {
+        connect_started(sk, info, &tuple);
+        failure_cause(sk, info)
+    };
+    let ts = now();
+    let payload = ConnectFailed {
+        duration_ns: ts - info.start_ns,
+        errno,
+        syn_retransmits: info.syn_retrans,
+        source,
+        _pad: [0; 7],
+    };
+    emit(EventKind::ConnectFailed, sk, info, &tuple, ts, payload);
+}
+
+/// Why a handshake that reached the wire failed, as (errno, source).
+#[inline(always)]
+fn failure_cause(sk: u64, info: &SockInfo) -> (i32, u8) {
     // tcp_done_with_error() stores sk_err before the state changes. An ICMP error that arrived
     // while connect() held the socket lock is only in sk_err_soft.
     let err = read::<i32>(sk, off!(sk_err));
     let soft = read::<i32>(sk, off!(sk_err_soft));
-    let (errno, source) = if info.flags & F_RST_RX != 0 {
+    if info.flags & F_RST_RX != 0 {
         (if err != 0 { err } else { ECONNREFUSED }, FAIL_RST)
     } else if err == ETIMEDOUT {
         (err, FAIL_TIMEOUT)
@@ -161,16 +169,7 @@ fn on_connect_failed(sk: u64) {
     } else {
         // The application closed the socket mid-handshake: from its side, a connect timeout.
         (ETIMEDOUT, FAIL_ABORTED)
-    };
-    let ts = now();
-    let payload = ConnectFailed {
-        duration_ns: ts - info.start_ns,
-        errno,
-        syn_retransmits: info.syn_retrans,
-        source,
-        _pad: [0; 7],
-    };
-    emit(EventKind::ConnectFailed, sk, info, &tuple, ts, payload);
+    }
 }
 
 #[inline(always)]

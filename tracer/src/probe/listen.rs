@@ -11,17 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 pub fn listening_ports(limit: usize) -> BTreeSet<u16> {
     let mut namespaces = HashSet::new();
     let mut ports = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return ports;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
+    for pid in super::running_pids() {
         let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
             continue;
         };

@@ -113,6 +113,15 @@ fn ephemeral_range() -> (u16, u16) {
     }
 }
 
+/// The ids of the processes running now, from `/proc` (none if it cannot be read).
+fn running_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+}
+
 /// Gives the heap freed after loading (the parsed BTF) back to the system, so that the resident
 /// size of a daemon running for weeks is what it uses, not what loading needed.
 fn release_free_memory() {

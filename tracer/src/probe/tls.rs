@@ -20,17 +20,7 @@ pub fn libssl_paths(comms: &[String], pids: &[u32]) -> Vec<PathBuf> {
             found.insert(path);
         }
     }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found.into_iter().collect();
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in super::running_pids() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if !comms.iter().any(|c| c == comm.trim()) && !pids.contains(&pid) {
             continue;
