@@ -23,9 +23,6 @@ const SERVICES: &[&str] = &["nginx", "haproxy"];
 /// bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Directory whose `events` subdirectory exists once tracefs is mounted.
-const TRACEFS: &str = "/sys/kernel/tracing";
-
 /// Runs every setup step in order, stopping at the first one that fails.
 pub fn setup() -> Result<()> {
     nightly_toolchain()?;
@@ -33,7 +30,6 @@ pub fn setup() -> Result<()> {
     lint_components()?;
     bpf_linker()?;
     debian_packages()?;
-    tracefs()?;
     Ok(())
 }
 
@@ -309,33 +305,6 @@ fn stop_service(name: &str) {
         eprintln!("+ {} (failures ignored)", render(&command));
         let _ = command.status();
     }
-}
-
-fn tracefs() -> Result<()> {
-    const STEP: &str = "setup: tracefs";
-    let events = Path::new(TRACEFS).join("events");
-    if events.is_dir() {
-        already_present(STEP);
-        return Ok(());
-    }
-    let mut mount = Command::new("mount");
-    mount.args(["-t", "tracefs", "nodev", TRACEFS]);
-    if !is_root() {
-        bail!(
-            "{STEP}: {} is missing and mounting needs root: run `sudo {}`",
-            events.display(),
-            render(&mount)
-        );
-    }
-    installing(STEP);
-    cmd::run(STEP, &mut mount)?;
-    if !events.is_dir() {
-        bail!(
-            "{STEP}: mounted, but {} still does not exist",
-            events.display()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
