@@ -28,9 +28,14 @@ pub struct Filter {
     pub drop_ignore: [u64; 4],
     /// Bitmap of HTTP statuses (0..640) whose status lines are reported (`--status`).
     pub statuses: [u64; 10],
+    /// One request in this many on an upstream connection gets its own `ttfb` record
+    /// (`--ttfb-every`); the others are summed into the connection's `ttfb_summary`. 1 records
+    /// every request; 0 is read as 1.
+    pub ttfb_every: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Filter>() == 8 * 16 + 16 + 32 + 80);
+const _: () = assert!(core::mem::size_of::<Filter>() == 8 * 16 + 16 + 32 + 80 + 8);
 
 impl Filter {
     /// Packs a command name the way the kernel stores it (truncated to 15 bytes, NUL padded).

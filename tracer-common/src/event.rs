@@ -36,6 +36,9 @@ pub enum EventKind {
     /// The watched process closed an upstream connection still waiting for its response
     /// ([`LocalClose`]).
     LocalClose = 14,
+    /// Requests on one upstream connection that got a response and have no [`FirstByte`] of
+    /// their own, in aggregate ([`FirstByteSummary`]).
+    FirstByteSummary = 15,
 }
 
 impl EventKind {
@@ -56,6 +59,7 @@ impl EventKind {
             12 => Self::Response,
             13 => Self::UpstreamResponse,
             14 => Self::LocalClose,
+            15 => Self::FirstByteSummary,
             _ => return None,
         })
     }
@@ -264,7 +268,38 @@ pub struct FirstByte {
     pub idle_ns: u64,
     /// Index of the request on this connection, starting at 1.
     pub request_no: u32,
-    pub _pad: u32,
+    /// Why this request has its own record (`TTFB_*`).
+    pub why: u32,
+}
+
+/// [`FirstByte::why`]: the request is one of the one-in-N sample (`--ttfb-every`), which
+/// always includes a connection's first request. Only these are a sample of all requests.
+pub const TTFB_SAMPLE: u32 = 0;
+/// [`FirstByte::why`]: the request's client saw an upstream connection fail before: this may
+/// be the proxy's retry, and the correlator pairs the two.
+pub const TTFB_RETRY: u32 = 1;
+/// [`FirstByte::why`]: the upstream's status line is one the user asked for (`--status`).
+pub const TTFB_STATUS: u32 = 2;
+
+/// Payload of [`EventKind::FirstByteSummary`]: requests answered on one upstream connection
+/// since its last summary that had no [`FirstByte`] record. All of them were on a reused
+/// connection: a connection's first request is always recorded. Written when the connection
+/// is destroyed, or with the request that ends a summary period.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirstByteSummary {
+    /// When the first of these requests got its first byte.
+    pub since_ns: u64,
+    /// Sum of their times to first byte, to give the mean.
+    pub ttfb_sum_ns: u64,
+    pub ttfb_min_ns: u64,
+    pub ttfb_max_ns: u64,
+    /// The longest a connection sat idle before one of these requests reused it.
+    pub idle_max_ns: u64,
+    /// How many requests.
+    pub requests: u32,
+    /// Index on the connection of the last of them.
+    pub last_request_no: u32,
 }
 
 /// Payload of [`EventKind::Accepted`]: nothing beyond the header, written at the client
@@ -286,6 +321,7 @@ crate::impl_pod!(
     Drop,
     Closed,
     FirstByte,
+    FirstByteSummary,
     Accepted,
     Exchange,
     Response,

@@ -28,6 +28,8 @@ static FILTER: Filter = Filter {
     wake_bytes: 0,
     drop_ignore: [0; 4],
     statuses: [0; 10],
+    ttfb_every: 1,
+    _pad: 0,
 };
 
 /// Reads one offset. The volatile read keeps the compiler from folding in the placeholder value
@@ -283,6 +285,12 @@ pub fn reported_status(head: &[u8; 12]) -> Option<u16> {
     // SAFETY: FILTER is a plain static and `word` is in bounds.
     let w = unsafe { core::ptr::read_volatile(&FILTER.statuses[word]) };
     (w & (1 << (status % 64)) != 0).then_some(status)
+}
+
+/// One upstream request in this many gets its own `ttfb` record (never 0).
+#[inline(always)]
+pub fn ttfb_every() -> u32 {
+    filter!(ttfb_every).max(1)
 }
 
 /// Bytes of routine records one CPU writes before it wakes the reader anyway.

@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    event::{EventKind, Exchange, Record},
+    event::{EventKind, Exchange, FirstByteSummary, ROLE_UPSTREAM, Record},
     maps::{
         COUNTER_SLOTS, Counter, EVENTS_BYTES, LISTEN_ENTRIES, PIDS_ENTRIES, SOCKS_ENTRIES,
         THREAD_ENTRIES, WATCHED_ENTRIES,
@@ -25,6 +25,12 @@ pub const F_RST_RX: u8 = 1;
 pub const F_START_PENDING: u8 = 2;
 /// The handshake completed.
 pub const F_ESTABLISHED: u8 = 4;
+/// On a client socket: an upstream connection serving it has failed since its last upstream
+/// request started. Its next one may be the proxy's retry, whose first byte is recorded.
+pub const F_UPSTREAM_FAILED: u8 = 8;
+/// On an upstream socket: the client of the request now outstanding had an upstream fail
+/// (see [`F_UPSTREAM_FAILED`]), so this request's first byte is recorded.
+pub const F_AFTER_FAILURE: u8 = 16;
 
 /// What the programs remember about a watched socket. Deleted in `tcp_destroy_sock`; the map is
 /// an LRU so that a socket whose destruction was missed cannot pin an entry forever.
@@ -49,6 +55,9 @@ pub struct SockInfo {
     pub rx_at_req: u64,
     /// Cookie of the linked socket (see `EventHeader::peer`).
     pub peer: u64,
+    /// On an upstream socket, the linked client socket (`struct sock *`), to mark it when
+    /// this connection fails; 0 when not linked.
+    pub peer_sk: u64,
     pub syn_retrans: u32,
     pub retrans: u32,
     pub requests: u32,
@@ -63,6 +72,9 @@ pub struct SockInfo {
     /// retransmit, or from adoption. The records of every request copy them from here instead
     /// of reading the socket again.
     pub tuple: SockTuple,
+    /// Answered requests without a `ttfb` record of their own, not yet written as a
+    /// `ttfb_summary` (`probes::ttfb`); `requests` 0 when none.
+    pub tally: FirstByteSummary,
 }
 
 /// The client connection a thread last read from.
@@ -144,6 +156,7 @@ impl SockInfo {
             req_idle_ns: 0,
             rx_at_req: 0,
             peer: 0,
+            peer_sk: 0,
             syn_retrans: 0,
             retrans: 0,
             requests: 0,
@@ -152,6 +165,15 @@ impl SockInfo {
             flags,
             _pad: [0; 6],
             tuple: SockTuple::default(),
+            tally: FirstByteSummary {
+                since_ns: 0,
+                ttfb_sum_ns: 0,
+                ttfb_min_ns: 0,
+                ttfb_max_ns: 0,
+                idle_max_ns: 0,
+                requests: 0,
+                last_request_no: 0,
+            },
         }
     }
 
@@ -177,7 +199,8 @@ pub fn track(sk: u64, info: &SockInfo) -> bool {
 }
 
 /// Links an upstream socket to the client connection the current thread last read from: a
-/// proxy worker reads a request, then connects or writes upstream for it.
+/// proxy worker reads a request, then connects or writes upstream for it. A client that saw
+/// an upstream fail passes that on: this request may be the retry.
 #[inline(always)]
 pub fn link_to_client(info: &mut SockInfo) {
     // SAFETY: copied out at once.
@@ -185,9 +208,35 @@ pub fn link_to_client(info: &mut SockInfo) {
         return;
     };
     info.peer = client.cookie;
+    info.peer_sk = client.sk;
     if let Some(c) = SOCKS.get_ptr_mut(&client.sk) {
         // SAFETY: a valid map value pointer, used within this program run.
-        unsafe { (*c).peer = info.cookie };
+        unsafe {
+            (*c).peer = info.cookie;
+            if (*c).flags & F_UPSTREAM_FAILED != 0 {
+                (*c).flags &= !F_UPSTREAM_FAILED;
+                info.flags |= F_AFTER_FAILURE;
+            }
+        }
+    }
+}
+
+/// Marks the client linked to upstream socket `info` as having seen an upstream fail (see
+/// [`F_UPSTREAM_FAILED`]). The cookie check keeps a socket address reused by a new client
+/// from being marked.
+#[inline(always)]
+fn mark_client(info: &SockInfo) {
+    if info.role != ROLE_UPSTREAM || info.peer_sk == 0 {
+        return;
+    }
+    if let Some(c) = SOCKS.get_ptr_mut(&info.peer_sk) {
+        // SAFETY: a valid map value pointer, used within this program run; a flag lost to a
+        // concurrent update only leaves one retry's first byte unrecorded.
+        unsafe {
+            if (*c).cookie == info.peer {
+                (*c).flags |= F_UPSTREAM_FAILED;
+            }
+        }
     }
 }
 
@@ -256,6 +305,7 @@ fn routine_kind(kind: EventKind) -> bool {
         EventKind::ConnectStart
             | EventKind::Connected
             | EventKind::FirstByte
+            | EventKind::FirstByteSummary
             | EventKind::Accepted
             | EventKind::Closed
     )
@@ -272,6 +322,10 @@ pub fn emit_as<P: Copy + 'static>(
     ts_ns: u64,
     payload: P,
 ) {
+    if !routine {
+        // Every record that may explain a failure of an upstream passes here.
+        mark_client(info);
+    }
     let Some(mut entry) = EVENTS.reserve::<Record<P>>(0) else {
         count(Counter::Lost);
         return;

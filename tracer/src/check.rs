@@ -60,6 +60,7 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
         pids: watch.pids.clone(),
         ring_bytes: tracer_common::maps::EVENTS_BYTES,
         statuses: vec![502, 503, 504],
+        ttfb_every: crate::cli::DEFAULT_TTFB_EVERY,
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;
     let mut ok = true;

@@ -136,7 +136,16 @@ pub struct RunArgs {
     /// Size of the kernel-to-user ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::maps::EVENTS_BYTES)]
     pub ring_size: u32,
+    /// Give one request in N on an upstream connection its own `ttfb` record (1: every
+    /// request). The others are counted in the connection's `ttfb_summary` records: count,
+    /// mean, min and max. A connection's first request, a retry and a reported upstream status
+    /// are always recorded.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TTFB_EVERY, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ttfb_every: u32,
 }
+
+/// Default of `--ttfb-every`.
+pub const DEFAULT_TTFB_EVERY: u32 = 16;
 
 /// A list of HTTP statuses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,7 @@ pub struct ConfigFile {
     rotate_gzip: Option<Spanned<bool>>,
     access_log: Option<Spanned<Vec<String>>>,
     ring_size: Option<Spanned<u32>>,
+    ttfb_every: Option<Spanned<u32>>,
     socket: Option<Spanned<PathBuf>>,
     no_socket: Option<Spanned<bool>>,
     live: Option<Spanned<bool>>,
@@ -151,6 +152,9 @@ pub fn apply(
         } else {
             Err(format!("{ring_size} is not a power of two of at least 4096"))
         }
+    });
+    take!("ttfb_every", "ttfb_every", args.ttfb_every, ttfb_every => {
+        if (1..=1_000_000).contains(&ttfb_every) { Ok(ttfb_every) } else { Err("must be from 1 to 1000000".to_string()) }
     });
     take!("socket", "socket", args.socket, socket => Ok::<_, String>(socket));
     take!("no_socket", "no_socket", args.no_socket, no_socket => Ok::<_, String>(no_socket));

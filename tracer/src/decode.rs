@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tracer_common::{
     event::{
         Accepted, Closed, ConnectFailed, ConnectStart, Connected, Drop, EventHeader, EventKind,
-        FirstByte, PeerClose, Reset, Response, Retransmit,
+        FirstByte, FirstByteSummary, PeerClose, Reset, Response, Retransmit,
     },
     net::{AF_INET6, SockTuple},
 };
@@ -38,6 +38,7 @@ pub enum Payload {
     Drop(Drop),
     Closed(Closed),
     FirstByte(FirstByte),
+    FirstByteSummary(FirstByteSummary),
     Accepted(Accepted),
     Response(Response),
     UpstreamResponse(Response),
@@ -65,6 +66,7 @@ impl Event {
             Payload::Drop(_) => EventKind::Drop,
             Payload::Closed(_) => EventKind::Closed,
             Payload::FirstByte(_) => EventKind::FirstByte,
+            Payload::FirstByteSummary(_) => EventKind::FirstByteSummary,
             Payload::Accepted(_) => EventKind::Accepted,
             Payload::Response(_) => EventKind::Response,
             Payload::UpstreamResponse(_) => EventKind::UpstreamResponse,
@@ -104,6 +106,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Drop => Payload::Drop(read_pod(rest, "drop")?),
         EventKind::Closed => Payload::Closed(read_pod(rest, "close")?),
         EventKind::FirstByte => Payload::FirstByte(read_pod(rest, "first_byte")?),
+        EventKind::FirstByteSummary => Payload::FirstByteSummary(read_pod(rest, "ttfb_summary")?),
         EventKind::Accepted => Payload::Accepted(read_pod(rest, "accept")?),
         EventKind::Response => Payload::Response(read_pod(rest, "response")?),
         EventKind::UpstreamResponse => {
@@ -259,6 +262,13 @@ pub(crate) mod tests {
             bytes_of(&Record {
                 header: header(EventKind::Accepted),
                 payload: Accepted::default(),
+            }),
+            bytes_of(&Record {
+                header: header(EventKind::FirstByteSummary),
+                payload: FirstByteSummary {
+                    requests: 4,
+                    ..Default::default()
+                },
             }),
         ];
         for bytes in cases {

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value};
 use tracer_common::event::{
     Exchange, FAIL_ABORTED, FAIL_ICMP, FAIL_RST, FAIL_SYSCALL, FAIL_TIMEOUT, ROLE_CLIENT,
-    ROLE_UPSTREAM, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG, VIA_SENDMSG, VIA_SENDTO,
-    VIA_TLS, VIA_WRITE, VIA_WRITEV,
+    ROLE_UPSTREAM, TTFB_RETRY, TTFB_SAMPLE, TTFB_STATUS, VIA_READ, VIA_READV, VIA_RECVFROM,
+    VIA_RECVMSG, VIA_SENDMSG, VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
 };
 
 use crate::{
@@ -33,6 +33,7 @@ pub fn type_name(p: &Payload) -> &'static str {
         Payload::Drop(_) => "drop",
         Payload::Closed(_) => "close",
         Payload::FirstByte(_) => "ttfb",
+        Payload::FirstByteSummary(_) => "ttfb_summary",
         Payload::Accepted(_) => "accept",
         Payload::Response(_) => "response",
         Payload::UpstreamResponse(_) => "upstream_response",
@@ -88,6 +89,7 @@ enum Key {
     DurationUs,
     Errno,
     Error,
+    IdleMaxUs,
     IdleUs,
     Laddr,
     LatencyUs,
@@ -101,6 +103,7 @@ enum Key {
     RequestNo,
     Requests,
     Role,
+    Since,
     SrttUs,
     State,
     Status,
@@ -109,9 +112,13 @@ enum Key {
     Time,
     Total,
     TotalRetrans,
+    TtfbMaxUs,
+    TtfbMeanUs,
+    TtfbMinUs,
     TtfbUs,
     Type,
     Via,
+    Why,
 }
 
 impl Key {
@@ -128,6 +135,7 @@ impl Key {
             Key::DurationUs => "duration_us",
             Key::Errno => "errno",
             Key::Error => "error",
+            Key::IdleMaxUs => "idle_max_us",
             Key::IdleUs => "idle_us",
             Key::Laddr => "laddr",
             Key::LatencyUs => "latency_us",
@@ -141,6 +149,7 @@ impl Key {
             Key::RequestNo => "request_no",
             Key::Requests => "requests",
             Key::Role => "role",
+            Key::Since => "since",
             Key::SrttUs => "srtt_us",
             Key::State => "state",
             Key::Status => "status",
@@ -149,15 +158,19 @@ impl Key {
             Key::Time => "time",
             Key::Total => "total",
             Key::TotalRetrans => "total_retrans",
+            Key::TtfbMaxUs => "ttfb_max_us",
+            Key::TtfbMeanUs => "ttfb_mean_us",
+            Key::TtfbMinUs => "ttfb_min_us",
             Key::TtfbUs => "ttfb_us",
             Key::Type => "type",
             Key::Via => "via",
+            Key::Why => "why",
         }
     }
 }
 
 /// Every key, in declaration (and so name) order: `KEYS[k as usize] == k`.
-const KEYS: [Key; 34] = [
+const KEYS: [Key; 40] = [
     Key::AwaitingResponse,
     Key::BytesReceived,
     Key::BytesSent,
@@ -168,6 +181,7 @@ const KEYS: [Key; 34] = [
     Key::DurationUs,
     Key::Errno,
     Key::Error,
+    Key::IdleMaxUs,
     Key::IdleUs,
     Key::Laddr,
     Key::LatencyUs,
@@ -181,6 +195,7 @@ const KEYS: [Key; 34] = [
     Key::RequestNo,
     Key::Requests,
     Key::Role,
+    Key::Since,
     Key::SrttUs,
     Key::State,
     Key::Status,
@@ -189,9 +204,13 @@ const KEYS: [Key; 34] = [
     Key::Time,
     Key::Total,
     Key::TotalRetrans,
+    Key::TtfbMaxUs,
+    Key::TtfbMeanUs,
+    Key::TtfbMinUs,
     Key::TtfbUs,
     Key::Type,
     Key::Via,
+    Key::Why,
 ];
 
 /// The fields of one event record, one slot per key: reading the slots in order gives the
@@ -337,9 +356,30 @@ fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
             m.put(Key::RequestBytes, Field::U64(p.request_bytes));
             m.put(Key::RequestNo, Field::U64(p.request_no.into()));
             m.put(Key::IdleUs, us(p.idle_ns));
+            m.put(Key::Why, Field::Static(ttfb_why(p.why)));
+        }
+        Payload::FirstByteSummary(p) => {
+            let n = u64::from(p.requests.max(1));
+            m.put(Key::Since, Field::Time(p.since_ns));
+            m.put(Key::Requests, Field::U64(p.requests.into()));
+            m.put(Key::RequestNo, Field::U64(p.last_request_no.into()));
+            m.put(Key::TtfbMeanUs, us(p.ttfb_sum_ns / n));
+            m.put(Key::TtfbMinUs, us(p.ttfb_min_ns));
+            m.put(Key::TtfbMaxUs, us(p.ttfb_max_ns));
+            m.put(Key::IdleMaxUs, us(p.idle_max_ns));
         }
     }
     m
+}
+
+/// Why a request has a `ttfb` record of its own.
+fn ttfb_why(why: u32) -> &'static str {
+    match why {
+        TTFB_SAMPLE => "sample",
+        TTFB_RETRY => "retry",
+        TTFB_STATUS => "status",
+        _ => "other",
+    }
 }
 
 impl Field {
@@ -596,6 +636,15 @@ mod tests {
                 ..Default::default()
             }),
             Payload::Accepted(Accepted::default()),
+            Payload::FirstByteSummary(FirstByteSummary {
+                since_ns: 1_000,
+                ttfb_sum_ns: 9_000,
+                ttfb_min_ns: 1_000,
+                ttfb_max_ns: 5_000,
+                idle_max_ns: 70,
+                requests: 3,
+                last_request_no: 17,
+            }),
         ];
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"ng\"x\\\n");
@@ -621,9 +670,9 @@ mod tests {
     #[test]
     fn keys_are_declared_in_name_order() {
         let mut k = Key::AwaitingResponse;
-        let all: Vec<Key> = (0..=Key::Via as u8)
+        let all: Vec<Key> = (0..=Key::Why as u8)
             .map(|i| {
-                // SAFETY: Key is a fieldless enum with discriminants 0..=Via.
+                // SAFETY: Key is a fieldless enum with discriminants 0..=Why.
                 unsafe { std::mem::transmute::<u8, Key>(i) }
             })
             .collect();

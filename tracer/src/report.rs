@@ -146,7 +146,8 @@ pub struct UpstreamLatency {
     pub upstream: String,
     /// Handshake latency (`connect.latency_us`).
     pub connect: Distribution,
-    /// Time to first byte (`ttfb.ttfb_us`).
+    /// Time to first byte: percentiles of the sampled `ttfb.ttfb_us`, count and max of every
+    /// request (`ttfb` records and `ttfb_summary` tallies).
     pub ttfb: Distribution,
     /// `connect_error` records.
     pub connect_errors: u64,
@@ -333,6 +334,17 @@ impl Sample {
         }
     }
 
+    /// Counts `n` values that are not part of the sample the percentiles come from (a
+    /// `ttfb_summary`, or a `ttfb` recorded for another reason than the sample), the largest
+    /// being `max`.
+    fn count_only(&mut self, n: u64, max: f64) {
+        if n == 0 || !max.is_finite() {
+            return;
+        }
+        self.seen += n;
+        self.max = Some(self.max.map_or(max, |m| m.max(max)));
+    }
+
     /// splitmix64: enough randomness for sampling without a crate.
     fn next_rand(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -485,7 +497,7 @@ impl Acc {
             }
             Some("verdict") => self.verdict(m, time),
             Some("retried") => self.retried(m),
-            Some(ty @ ("connect" | "ttfb" | "connect_error")) => {
+            Some(ty @ ("connect" | "ttfb" | "ttfb_summary" | "connect_error")) => {
                 if str_field(m, "role") != Some("upstream") {
                     return;
                 }
@@ -507,9 +519,17 @@ impl Acc {
                             lat.connect.push(v);
                         }
                     }
-                    "ttfb" => {
-                        if let Some(v) = f64_field(m, "ttfb_us") {
-                            lat.ttfb.push(v);
+                    // Only the one-in-N sample (`why` absent in older traces) gives
+                    // percentiles; the other records and the summaries count.
+                    "ttfb" => match (f64_field(m, "ttfb_us"), str_field(m, "why")) {
+                        (Some(v), None | Some("sample")) => lat.ttfb.push(v),
+                        (Some(v), Some(_)) => lat.ttfb.count_only(1, v),
+                        (None, _) => {}
+                    },
+                    "ttfb_summary" => {
+                        let n = m.get("requests").and_then(Value::as_u64).unwrap_or(0);
+                        if let Some(max) = f64_field(m, "ttfb_max_us") {
+                            lat.ttfb.count_only(n, max);
                         }
                     }
                     _ => lat.connect_errors += 1,
@@ -981,7 +1001,7 @@ impl Report {
         );
         if sampled {
             out.push_str(&format!(
-                "  (percentiles from a random sample of {SAMPLE_CAP} values where there were more; max is exact)\n"
+                "  (percentiles from a sample where count is larger: a random sample of at most {SAMPLE_CAP} values, and for first bytes only the tracer's one-in-N `ttfb` records (--ttfb-every); count and max are exact)\n"
             ));
         }
     }
@@ -1272,6 +1292,27 @@ mod tests {
         // A uniform sample of 1..=1000: its median is very unlikely to sit at the first values.
         assert!(d.p50_ms.unwrap() > 0.05, "{d:?}");
         assert!(r.to_text().contains("random sample"));
+    }
+
+    #[test]
+    fn first_byte_percentiles_come_from_the_sample_and_counts_from_everything() {
+        let dir = TempDir::new("ttfb");
+        let mut recs: Vec<Value> = (1..=10)
+            .map(|i| event("ttfb", A, "ttfb_us", f64::from(i) * 1000.0))
+            .collect();
+        // A retry's first byte and a summary of 30 requests count, but are no sample.
+        let mut retry = event("ttfb", A, "ttfb_us", 900_000.0);
+        retry["why"] = "retry".into();
+        recs.push(retry);
+        let mut summary = event("ttfb_summary", A, "ttfb_max_us", 50_000.0);
+        summary["requests"] = 30.into();
+        recs.push(summary);
+        let r = read_capped(&[dir.lines("t.jsonl", &recs)], 100).unwrap();
+        let d = &r.latency_by_upstream[0].ttfb;
+        assert_eq!(d.count, 41);
+        assert_eq!(d.sampled, 10);
+        assert_eq!(d.p99_ms, Some(10.0));
+        assert_eq!(d.max_ms, Some(900.0));
     }
 
     #[test]

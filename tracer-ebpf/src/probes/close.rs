@@ -8,6 +8,7 @@ use tracer_common::event::{Closed, EventKind};
 use crate::{
     kernel::{off, read, sk_state},
     maps::{FLOWS, SOCKS, emit, flow_key, now},
+    probes::ttfb::write_summary,
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_destroy_sock(struct sock *sk)`, from tcp_v4_destroy_sock()
@@ -33,6 +34,8 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
         state: sk_state(sk),
         _pad: [0; 7],
     };
+    // The requests tallied since the last summary, before the record that ends the connection.
+    write_summary(sk, info, ts);
     emit(EventKind::Closed, sk, info, &tuple, ts, payload);
     let _ = FLOWS.remove(&flow_key(&tuple));
     let _ = SOCKS.remove(&sk);

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::event::{Accepted, EventKind, FirstByte, ROLE_CLIENT, ROLE_UPSTREAM};
+use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT, ROLE_UPSTREAM};
 
 use crate::{
     kernel::{
@@ -19,7 +19,10 @@ use crate::{
         ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, LISTEN_PORTS, SOCKS, SockInfo, emit,
         flow_key, link_to_client, now, put, track,
     },
-    probes::response::{on_client_write, on_upstream_read},
+    probes::{
+        response::{emit_upstream_status, on_client_write, upstream_status},
+        ttfb::on_first_byte,
+    },
 };
 
 const MSG_PEEK: i32 = 2;
@@ -99,25 +102,13 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     let ts = now();
     if info.req_start_ns != 0 {
         info.requests += 1;
-        let payload = FirstByte {
-            ttfb_ns: ts - info.req_start_ns,
-            request_bytes: info.req_bytes,
-            idle_ns: info.req_idle_ns,
-            request_no: info.requests,
-            _pad: 0,
-        };
+        let ttfb_ns = ts - info.req_start_ns;
         info.req_start_ns = 0;
-        emit(
-            EventKind::FirstByte,
-            sk,
-            info,
-            &info.tuple_of(sk),
-            ts,
-            payload,
-        );
-        if ret >= 12 {
-            // The buffer of the read around us starts with the status line.
-            on_upstream_read(sk, info, ts);
+        // The buffer of the read around us starts with the status line.
+        let status = if ret >= 12 { upstream_status() } else { None };
+        on_first_byte(sk, info, ttfb_ns, ts, status.is_some());
+        if let Some(status) = status {
+            emit_upstream_status(sk, info, status, ts);
         }
     }
     info.last_rx_ns = ts;

@@ -10,3 +10,4 @@ mod retransmit;
 mod state;
 mod thread;
 mod tls;
+mod ttfb;

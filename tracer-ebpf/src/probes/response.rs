@@ -42,12 +42,17 @@ pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
     emit_status(EventKind::Response, sk, info, status, via, now());
 }
 
-/// The first response bytes of upstream socket `sk`, just read by the running thread.
+/// The status line at the start of the first response bytes of an upstream socket, just read
+/// by the running thread, if it is one the user asked for.
 #[inline(always)]
-pub fn on_upstream_read(sk: u64, info: &SockInfo, ts: u64) {
-    if let Some((status, via)) = syscall_status() {
-        emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);
-    }
+pub fn upstream_status() -> Option<(u16, u8)> {
+    syscall_status()
+}
+
+/// Writes the upstream status line `status` (and the call it was read by) of socket `sk`.
+#[inline(always)]
+pub fn emit_upstream_status(sk: u64, info: &SockInfo, (status, via): (u16, u8), ts: u64) {
+    emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);
 }
 
 #[inline(always)]

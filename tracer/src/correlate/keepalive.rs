@@ -31,10 +31,10 @@ fn same_idle(a: u64, b: u64) -> bool {
 }
 
 impl IdleStats {
-    /// A connection was reused after `idle_ns` and got a response.
-    pub fn reused(&mut self, idle_ns: u64) {
-        self.reuses += 1;
-        self.max_reused_ns = self.max_reused_ns.max(idle_ns);
+    /// `n` reuses of connections got a response, the longest after `max_idle_ns` idle.
+    pub fn reused(&mut self, n: u64, max_idle_ns: u64) {
+        self.reuses += n;
+        self.max_reused_ns = self.max_reused_ns.max(max_idle_ns);
     }
 
     /// The upstream closed, at `at_ns`, a connection that had been idle for `idle_ns`.
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(s.upstream_timeout_ns(), None);
         s.closed_idle(5_000_000_000, 10_000_000_000);
         s.closed_idle(4_000_000_000, 20_000_000_000);
-        s.reused(3_000_000_000);
+        s.reused(1, 3_000_000_000);
         assert_eq!(s.upstream_timeout_ns(), Some(4_000_000_000));
         assert_eq!(s.max_reused_ns, 3_000_000_000);
         assert!(advice("nginx", Some(4_000_000_000)).contains("keepalive_timeout"));
@@ -116,7 +116,7 @@ mod tests {
         s.closed_idle(900_000_000, 9_001_000_000);
         assert_eq!(s.upstream_timeout_ns(), Some(1_001_000_000));
         // A close shorter than an idleness a reuse survived is not the timeout either.
-        s.reused(600_000_000);
+        s.reused(1, 600_000_000);
         s.closed_idle(500_000_000, 20_000_000_000);
         assert_eq!(s.upstream_timeout_ns(), Some(1_001_000_000));
         let mut restart_only = IdleStats::default();

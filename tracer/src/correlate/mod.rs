@@ -285,7 +285,14 @@ impl Correlator {
         let raddr = crate::decode::addrs(&ev.header.tuple).1;
         match ev.payload {
             Payload::FirstByte(p) if p.request_no > 1 => {
-                self.idle.entry(raddr).or_default().reused(p.idle_ns);
+                self.idle.entry(raddr).or_default().reused(1, p.idle_ns);
+            }
+            // Every request of a summary was on a reused connection.
+            Payload::FirstByteSummary(p) => {
+                self.idle
+                    .entry(raddr)
+                    .or_default()
+                    .reused(p.requests.into(), p.idle_max_ns);
             }
             Payload::PeerClose(p) if p.exchange.awaiting_response == 0 => {
                 self.idle
@@ -334,11 +341,12 @@ impl Correlator {
                 self.quiet_closed.push_back((key, ev.header.ts_ns));
             }
         } else {
-            // Only the latest first byte matters: on a long keep-alive connection the others
-            // would push its failures out of the bounded evidence.
-            if let Payload::FirstByte(_) = ev.payload {
-                conn.evidence
-                    .retain(|e| !matches!(e.payload, Payload::FirstByte(_)));
+            // Only the latest first byte (or summary of them) matters: on a long keep-alive
+            // connection the others would push its failures out of the bounded evidence.
+            let first_byte =
+                |p: &Payload| matches!(p, Payload::FirstByte(_) | Payload::FirstByteSummary(_));
+            if first_byte(&ev.payload) {
+                conn.evidence.retain(|e| !first_byte(&e.payload));
             }
             if conn.evidence.len() == EVIDENCE_PER_CONN {
                 conn.evidence.pop_front();

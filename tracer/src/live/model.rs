@@ -388,7 +388,9 @@ impl Model {
                             Some(110) => u.timeouts += 1,
                             _ => {}
                         },
-                        "ttfb" => {
+                        // The one-in-N sample only: the other `ttfb` records were chosen for
+                        // what happened to their request, and would skew the percentiles.
+                        "ttfb" if matches!(str_of(r, "why"), None | Some("sample")) => {
                             if let Some(us) = num_of(r, "ttfb_us") {
                                 u.ttfb_us.push(us);
                             }

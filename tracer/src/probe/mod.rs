@@ -70,6 +70,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// HTTP statuses whose status lines are reported.
     pub statuses: Vec<u16>,
+    /// One upstream request in this many gets its own `ttfb` record.
+    pub ttfb_every: u32,
 }
 
 /// The outcome of attaching one hook.
@@ -164,6 +166,7 @@ impl Probes {
         for status in &opts.statuses {
             filter.report_status(*status);
         }
+        filter.ttfb_every = opts.ttfb_every.max(1);
         let drop_reasons = btf.enum_values("skb_drop_reason").unwrap_or_default();
         for (name, value) in &drop_reasons {
             if NOT_LOSS
