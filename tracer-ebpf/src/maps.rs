@@ -352,51 +352,38 @@ pub fn emit_as<P: Copy + 'static>(
     }
     entry.submit(wake_flags(
         routine,
-        ts_ns,
         core::mem::size_of::<Record<P>>() as u64,
     ));
     count(Counter::Emitted);
 }
 
-/// Routine records wake the reader at most once per this interval.
-const WAKE_EVERY_NS: u64 = 5_000_000;
-
-/// When the reader was last woken (`bpf_ktime_get_ns`). Shared by all CPUs without a lock:
-/// a lost race only costs one extra wake-up.
-#[unsafe(no_mangle)]
-static mut LAST_WAKE_NS: u64 = 0;
-
-/// How to submit a record: wake the reader now, or leave it for the next wake-up.
+/// How to submit a record: wake the reader now, or leave it for the reader's next drain.
 ///
 /// A wake-up is an IPI and a context switch; at one per record, on a proxy making 40,000
 /// requests/s, they cost the proxy more than the probes themselves. Records that explain a
 /// failure (resets, refused and failed connects, responses, drops, retransmits, a close
-/// while a request was outstanding) wake the reader at once, so verdicts are not delayed.
-/// Routine records (connects, first bytes, accepts, closes, an answered peer close) wake it
-/// only when `WAKE_EVERY_NS` has passed since the last wake-up or this CPU wrote its share of
-/// an eighth of the ring since its own last wake-up; until then they wait in the ring for the
-/// next wake-up. On a busy host that is at most
-/// `WAKE_EVERY_NS`; on a host that goes quiet, only a reader that also drains the ring on a
-/// timer bounds the wait of the last routine records.
+/// while a request was outstanding) wake the reader at once, so verdicts are not delayed;
+/// the reader then drains everything in the ring, routine records included. Routine records
+/// (connects, first bytes and their summaries, accepts, closes, an answered peer close) wake
+/// it only when this CPU has written its share of an eighth of the ring since its own last
+/// wake-up, so that the ring cannot fill between drains; otherwise they wait for the reader,
+/// which also drains the ring on a timer (`tracer/src/run.rs`, `DRAIN_EVERY`).
 #[inline(always)]
-fn wake_flags(routine: bool, ts_ns: u64, size: u64) -> u64 {
+fn wake_flags(routine: bool, size: u64) -> u64 {
     // Counted per CPU rather than asked of the ring (bpf_ringbuf_query): two helper calls per
     // record were a tenth of the cost of a request's programs. The per-CPU slot is an array
     // lookup the verifier inlines; a global count would bounce its cache line between CPUs.
     let Some(unwoken) = COUNTERS.get_ptr_mut(Counter::UnwokenBytes as u32) else {
         return BPF_RB_FORCE_WAKEUP as u64;
     };
-    // SAFETY: LAST_WAKE_NS is a plain global, and a torn or stale read only changes when the
-    // reader wakes; `unwoken` is this CPU's slot, and programs do not nest on one CPU here.
+    // SAFETY: `unwoken` is this CPU's slot, and programs do not nest on one CPU here.
     unsafe {
-        let last = core::ptr::read_volatile(&raw const LAST_WAKE_NS);
         let pending = *unwoken + size;
-        if routine && ts_ns.wrapping_sub(last) < WAKE_EVERY_NS && pending < wake_bytes() {
+        if routine && pending < wake_bytes() {
             *unwoken = pending;
             return BPF_RB_NO_WAKEUP as u64;
         }
         *unwoken = 0;
-        core::ptr::write_volatile(&raw mut LAST_WAKE_NS, ts_ns);
     }
     BPF_RB_FORCE_WAKEUP as u64
 }

@@ -38,8 +38,13 @@ use crate::{
     verdict::finding_record,
 };
 
-/// How long a routine record may wait in the ring when no wake-up comes.
+/// How long a routine record may wait in the ring when no wake-up comes, while records keep
+/// coming. The kernel wakes the reader at once only for records that explain failures
+/// (tracer-ebpf/src/maps.rs, `wake_flags`).
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// The longest wait between drains: each drain that finds the ring empty doubles the wait, up
+/// to this, so that an idle tracer wakes a few times a second instead of fifty.
+const DRAIN_EVERY_IDLE: Duration = Duration::from_millis(160);
 
 /// Counts kept in user space for the `stats` record.
 #[derive(Debug, Default)]
@@ -158,11 +163,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let deadline = args.duration.map(Duration::from_secs_f64);
     let stop_at = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(stop_at);
-    // The kernel wakes this loop at once only for records that explain failures; routine
-    // records may wait in the ring for the next wake-up (tracer-ebpf/src/maps.rs,
-    // `wake_flags`). Draining on a short tick bounds that wait when the host goes quiet.
-    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
-    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Routine records wait in the ring for a drain: this timer's, or one that a failure's
+    // wake-up causes.
+    let mut drain_every = DRAIN_EVERY;
+    let drain_timer = tokio::time::sleep(drain_every);
+    tokio::pin!(drain_timer);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -175,9 +180,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
                 sink.flush();
             }
-            _ = drain_tick.tick() => {
-                drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
+            _ = &mut drain_timer => {
+                let n = drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
                 sink.flush();
+                drain_every = if n > 0 {
+                    DRAIN_EVERY
+                } else {
+                    (drain_every * 2).min(DRAIN_EVERY_IDLE)
+                };
+                drain_timer.as_mut().reset(Instant::now() + drain_every);
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 let mut guard = guard?;
@@ -185,6 +196,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = settle_at(correlator.next_deadline()), if correlator.next_deadline().is_some() => {
+                // What the kernel wrote up to now, routine records included, is evidence.
+                drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
                 for finding in correlator.tick(Clock::monotonic_now()) {
                     write_finding(&finding, &mut sink, &ctx, &mut stats);
                 }
@@ -257,8 +270,10 @@ fn drain(
     ctx: &RecordContext,
     stats: &mut Stats,
     correlator: &mut Correlator,
-) {
+) -> usize {
+    let mut n = 0;
     while let Some(item) = ring.next() {
+        n += 1;
         match decode(&item) {
             Ok(ev) => {
                 stats.events += 1;
@@ -276,6 +291,7 @@ fn drain(
             }
         }
     }
+    n
 }
 
 /// What an access-log follower thread hands to the main loop.
