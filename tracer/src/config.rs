@@ -170,19 +170,20 @@ mod tests {
     use crate::cli::{Cli, Command};
 
     fn run_with(argv: &[&str], toml_text: &str) -> Result<RunArgs, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("tracer-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Tests run in parallel: every file gets a name of its own.
+        // Tests run in parallel: every file gets a name of its own, and is removed once read.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!("c{n}.toml"));
+        let path =
+            std::env::temp_dir().join(format!("tracer-config-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, toml_text).unwrap();
         let matches = Cli::command().get_matches_from(argv);
         let Command::Run(mut args) = Cli::from_arg_matches(&matches).unwrap().command else {
             panic!("not run")
         };
         let (_, sub) = matches.subcommand().unwrap();
-        let (cfg, text) = load(&path)?;
+        let loaded = load(&path);
+        let _ = std::fs::remove_file(&path);
+        let (cfg, text) = loaded?;
         apply(&mut args, sub, cfg, &path, &text)?;
         Ok(args)
     }
