@@ -165,15 +165,7 @@ impl SockInfo {
             flags,
             _pad: [0; 6],
             tuple: SockTuple::default(),
-            tally: FirstByteSummary {
-                since_ns: 0,
-                ttfb_sum_ns: 0,
-                ttfb_min_ns: 0,
-                ttfb_max_ns: 0,
-                idle_max_ns: 0,
-                requests: 0,
-                last_request_no: 0,
-            },
+            tally: FirstByteSummary::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::{
         flow_key, link_to_client, now, put, track,
     },
     probes::{
-        response::{emit_upstream_status, on_client_write, upstream_status},
+        response::{emit_status, on_client_write, syscall_status},
         ttfb::on_first_byte,
     },
 };
@@ -105,10 +105,10 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
         let ttfb_ns = ts - info.req_start_ns;
         info.req_start_ns = 0;
         // The buffer of the read around us starts with the status line.
-        let status = if ret >= 12 { upstream_status() } else { None };
+        let status = if ret >= 12 { syscall_status() } else { None };
         on_first_byte(sk, info, ttfb_ns, ts, status.is_some());
-        if let Some(status) = status {
-            emit_upstream_status(sk, info, status, ts);
+        if let Some((status, via)) = status {
+            emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);
         }
     }
     info.last_rx_ns = ts;

@@ -42,21 +42,9 @@ pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
     emit_status(EventKind::Response, sk, info, status, via, now());
 }
 
-/// The status line at the start of the first response bytes of an upstream socket, just read
-/// by the running thread, if it is one the user asked for.
+/// Writes a status line `status`, read or written by call `via`, as a record of `kind`.
 #[inline(always)]
-pub fn upstream_status() -> Option<(u16, u8)> {
-    syscall_status()
-}
-
-/// Writes the upstream status line `status` (and the call it was read by) of socket `sk`.
-#[inline(always)]
-pub fn emit_upstream_status(sk: u64, info: &SockInfo, (status, via): (u16, u8), ts: u64) {
-    emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);
-}
-
-#[inline(always)]
-fn emit_status(kind: EventKind, sk: u64, info: &SockInfo, status: u16, via: u8, ts: u64) {
+pub fn emit_status(kind: EventKind, sk: u64, info: &SockInfo, status: u16, via: u8, ts: u64) {
     let payload = Response {
         status,
         via,
@@ -82,7 +70,7 @@ fn tls_status(tid: u32) -> Option<u16> {
 /// running task is in, and which call that is. Other calls (io_uring, sendfile, splice) and
 /// kernels whose registers user space could not describe give none.
 #[inline(always)]
-fn syscall_status() -> Option<(u16, u8)> {
+pub fn syscall_status() -> Option<(u16, u8)> {
     let mut nr = UNKNOWN;
     let [arg] = syscall_args::<1, 1>(&mut nr);
     if nr == UNKNOWN {
