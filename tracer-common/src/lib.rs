@@ -9,6 +9,7 @@ pub mod event;
 pub mod maps;
 pub mod net;
 pub mod offsets;
+pub mod sock;
 
 /// Implements `aya::Pod` for plain-old-data types when the `user` feature is on.
 #[macro_export]

@@ -8,13 +8,15 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    event::{EventKind, Exchange, FirstByteSummary, ROLE_UPSTREAM, Record},
+    event::{EventKind, Exchange, ROLE_UPSTREAM, Record},
     maps::{
         COUNTER_SLOTS, Counter, EVENTS_BYTES, LISTEN_ENTRIES, PIDS_ENTRIES, SOCKS_ENTRIES,
         THREAD_ENTRIES, WATCHED_ENTRIES,
     },
     net::{FlowKey, SockTuple},
 };
+
+pub use tracer_common::sock::SockInfo;
 
 use crate::kernel::wake_bytes;
 
@@ -31,51 +33,6 @@ pub const F_UPSTREAM_FAILED: u8 = 8;
 /// On an upstream socket: the client of the request now outstanding had an upstream fail
 /// (see [`F_UPSTREAM_FAILED`]), so this request's first byte is recorded.
 pub const F_AFTER_FAILURE: u8 = 16;
-
-/// What the programs remember about a watched socket. Deleted in `tcp_destroy_sock`; the map is
-/// an LRU so that a socket whose destruction was missed cannot pin an entry forever.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SockInfo {
-    pub tgid: u32,
-    pub tid: u32,
-    pub comm: [u8; 16],
-    /// SYN_SENT or accept time.
-    pub start_ns: u64,
-    pub cookie: u64,
-    /// First write of the request now waiting for its response; 0 when none is outstanding.
-    pub req_start_ns: u64,
-    pub req_bytes: u64,
-    /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
-    pub last_rx_ns: u64,
-    /// Idle time before the outstanding request (0 on a connection's first request).
-    pub req_idle_ns: u64,
-    /// The kernel's `tcp_sock.bytes_received` when the outstanding request started: more bytes
-    /// since then mean the response has begun to arrive, read by the application or not.
-    pub rx_at_req: u64,
-    /// Cookie of the linked socket (see `EventHeader::peer`).
-    pub peer: u64,
-    /// On an upstream socket, the linked client socket (`struct sock *`), to mark it when
-    /// this connection fails; 0 when not linked.
-    pub peer_sk: u64,
-    pub syn_retrans: u32,
-    pub retrans: u32,
-    pub requests: u32,
-    /// The errno of the first ICMP error reported on a connecting socket: kept because the
-    /// kernel may store it only as a soft error, which the application clears when it reads
-    /// SO_ERROR.
-    pub soft_err: i32,
-    pub role: u8,
-    pub flags: u8,
-    pub _pad: [u8; 6],
-    /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
-    /// retransmit, or from adoption. The records of every request copy them from here instead
-    /// of reading the socket again.
-    pub tuple: SockTuple,
-    /// Answered requests without a `ttfb` record of their own, not yet written as a
-    /// `ttfb_summary` (`probes::ttfb`); `requests` 0 when none.
-    pub tally: FirstByteSummary,
-}
 
 /// The client connection a thread last read from.
 #[repr(C)]
@@ -140,38 +97,31 @@ pub const THREAD_SLOTS: u32 = 16;
 #[map(name = "THREAD_CACHE")]
 pub static THREAD_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(THREAD_SLOTS, 0);
 
-impl SockInfo {
+/// What the programs do with a socket's entry beyond its fields.
+pub trait SockEntry {
     /// A fresh entry for a socket first seen now in the running task.
+    fn new(pid_tgid: u64, comm: [u8; 16], ts: u64, role: u8, flags: u8) -> Self;
+    /// Both ends of socket `sk`: the copy kept since the handshake, or read now.
+    fn tuple_of(&self, sk: u64) -> SockTuple;
+}
+
+impl SockEntry for SockInfo {
     #[inline(always)]
-    pub fn new(pid_tgid: u64, comm: [u8; 16], ts: u64, role: u8, flags: u8) -> Self {
+    fn new(pid_tgid: u64, comm: [u8; 16], ts: u64, role: u8, flags: u8) -> Self {
         Self {
             tgid: (pid_tgid >> 32) as u32,
             tid: pid_tgid as u32,
             comm,
             start_ns: ts,
-            cookie: 0,
-            req_start_ns: 0,
-            req_bytes: 0,
             last_rx_ns: ts,
-            req_idle_ns: 0,
-            rx_at_req: 0,
-            peer: 0,
-            peer_sk: 0,
-            syn_retrans: 0,
-            retrans: 0,
-            requests: 0,
-            soft_err: 0,
             role,
             flags,
-            _pad: [0; 6],
-            tuple: SockTuple::default(),
-            tally: FirstByteSummary::default(),
+            ..Self::default()
         }
     }
 
-    /// Both ends of socket `sk`: the copy kept since the handshake, or read now.
     #[inline(always)]
-    pub fn tuple_of(&self, sk: u64) -> SockTuple {
+    fn tuple_of(&self, sk: u64) -> SockTuple {
         if self.tuple.lport != 0 {
             self.tuple
         } else {

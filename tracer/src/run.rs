@@ -23,7 +23,7 @@ use crate::{
     cli::RunArgs,
     clock::Clock,
     correlate::{Correlator, Finding, LogFinding},
-    decode::decode,
+    decode::{Event, decode},
     probe::{KernelCounters, LoadOptions, Probes},
     record::{RecordContext, type_name, write_event_record},
     sink::{
@@ -247,6 +247,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     crate::logging::release();
     // Everything the kernel wrote before we stopped is still in the ring: read it all.
     drain(ring.get_mut(), &mut sink, &ctx, &mut stats, &mut correlator);
+    // Then the requests still tallied on open connections, which no record has counted.
+    match probes.unwritten_tallies(Clock::monotonic_now()) {
+        Ok(events) => {
+            for ev in &events {
+                on_event(ev, &mut sink, &ctx, &mut stats, &mut correlator);
+            }
+        }
+        Err(e) => log::warn!("the open connections' ttfb tallies could not be read: {e}"),
+    }
     for finding in correlator.flush() {
         write_finding(&finding, &mut sink, &ctx, &mut stats);
     }
@@ -277,11 +286,7 @@ fn drain(
         match decode(&item) {
             Ok(ev) => {
                 stats.events += 1;
-                *stats.by_type.entry(type_name(&ev.payload)).or_default() += 1;
-                sink.write_with(|line| write_event_record(&ev, ctx, line));
-                for finding in correlator.on_event(&ev) {
-                    write_finding(&finding, sink, ctx, stats);
-                }
+                on_event(&ev, sink, ctx, stats, correlator);
             }
             Err(e) => {
                 stats.decode_errors += 1;
@@ -292,6 +297,22 @@ fn drain(
         }
     }
     n
+}
+
+/// Writes one event's record and feeds it to the correlator. `stats.events` counts only what
+/// came from the ring, so the caller counts it.
+fn on_event(
+    ev: &Event,
+    sink: &mut JsonlSink,
+    ctx: &RecordContext,
+    stats: &mut Stats,
+    correlator: &mut Correlator,
+) {
+    *stats.by_type.entry(type_name(&ev.payload)).or_default() += 1;
+    sink.write_with(|line| write_event_record(ev, ctx, line));
+    for finding in correlator.on_event(ev) {
+        write_finding(&finding, sink, ctx, stats);
+    }
 }
 
 /// What an access-log follower thread hands to the main loop.

@@ -5,6 +5,7 @@ use core::ffi::c_void;
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::event::{Closed, EventKind};
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{off, read, sk_state},
     maps::{FLOWS, SOCKS, emit, flow_key, now},

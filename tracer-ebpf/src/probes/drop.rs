@@ -9,6 +9,7 @@ use tracer_common::{
     offsets::UNKNOWN,
 };
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{drop_ignored, off, read},
     maps::{FLOWS, SOCKS, emit, now},

@@ -8,6 +8,7 @@ use tracer_common::{
     offsets::UNKNOWN,
 };
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{off, read, sk_state},
     maps::{F_RST_RX, SOCKS, emit, exchange, now},

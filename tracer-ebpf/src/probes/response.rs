@@ -16,6 +16,7 @@ use tracer_common::{
     offsets::UNKNOWN,
 };
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{syscall_args, user_status},
     maps::{SockInfo, TLS_STATUS, emit, now},

@@ -5,6 +5,7 @@ use core::ffi::c_void;
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::event::{EventKind, Retransmit};
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{TCP_SYN_SENT, sk_state},
     maps::{SOCKS, emit, now},

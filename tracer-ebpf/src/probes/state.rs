@@ -15,6 +15,7 @@ use tracer_common::{
     net::SockTuple,
 };
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::{
         TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_LISTEN, TCP_SYN_SENT,

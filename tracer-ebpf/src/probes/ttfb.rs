@@ -9,6 +9,7 @@
 
 use tracer_common::event::{EventKind, FirstByte, TTFB_RETRY, TTFB_SAMPLE, TTFB_STATUS};
 
+use crate::maps::SockEntry as _;
 use crate::{
     kernel::ttfb_every,
     maps::{F_AFTER_FAILURE, SockInfo, emit},

@@ -14,7 +14,9 @@ use aya::{
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
+    event::{EventHeader, EventKind, ROLE_UPSTREAM},
     maps::{self as names, Counter},
+    sock::SockInfo,
 };
 
 use self::{
@@ -22,7 +24,10 @@ use self::{
     btf::{Btf, BtfError},
     offsets::{MissingField, OffsetError},
 };
-use crate::names::ReasonNames;
+use crate::{
+    decode::{Event, Payload},
+    names::ReasonNames,
+};
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -265,6 +270,47 @@ impl Probes {
             lost: sum(Counter::Lost)?,
             map_full: sum(Counter::MapFull)?,
         })
+    }
+
+    /// The `ttfb` tallies of upstream sockets still open, as `ttfb_summary` events dated
+    /// `now_ns`: requests that no summary has counted yet, which the kernel would write only
+    /// at the next request after its period or at the socket's close. Read at exit, after the
+    /// ring's last drain, so that a run's trace counts every answered request it saw.
+    pub fn unwritten_tallies(&self, now_ns: u64) -> Result<Vec<Event>, ProbeError> {
+        let map_error = |source| ProbeError::Map {
+            map: names::SOCKS,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map(names::SOCKS)
+            .ok_or(ProbeError::Missing(names::SOCKS))?;
+        let socks: BpfHashMap<_, u64, SockInfo> = BpfHashMap::try_from(map).map_err(map_error)?;
+        let mut out = Vec::new();
+        // An entry deleted while the map is walked ends the walk early; what was read stands.
+        for (sk, info) in socks.iter().map_while(Result::ok) {
+            if info.role != ROLE_UPSTREAM || info.tally.requests == 0 {
+                continue;
+            }
+            let header = EventHeader {
+                kind: EventKind::FirstByteSummary as u16,
+                role: info.role,
+                _pad: [0; 5],
+                ts_ns: now_ns,
+                tgid: info.tgid,
+                tid: info.tid,
+                cookie: info.cookie,
+                sock: sk,
+                peer: info.peer,
+                comm: info.comm,
+                tuple: info.tuple,
+            };
+            out.push(Event {
+                header,
+                payload: Payload::FirstByteSummary(info.tally),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -1,0 +1,54 @@
+//! The per-socket state the kernel programs keep between events.
+
+use crate::{event::FirstByteSummary, net::SockTuple};
+
+/// What the kernel programs remember about a watched socket: the value of the `SOCKS` map.
+/// Deleted in `tcp_destroy_sock`; the map is an LRU so that a socket whose destruction was
+/// missed cannot pin an entry forever. User space reads it only at exit, for the `ttfb`
+/// tallies that no request or close has written yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockInfo {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; 16],
+    /// SYN_SENT or accept time.
+    pub start_ns: u64,
+    pub cookie: u64,
+    /// First write of the request now waiting for its response; 0 when none is outstanding.
+    pub req_start_ns: u64,
+    pub req_bytes: u64,
+    /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
+    pub last_rx_ns: u64,
+    /// Idle time before the outstanding request (0 on a connection's first request).
+    pub req_idle_ns: u64,
+    /// The kernel's `tcp_sock.bytes_received` when the outstanding request started: more bytes
+    /// since then mean the response has begun to arrive, read by the application or not.
+    pub rx_at_req: u64,
+    /// Cookie of the linked socket (see `EventHeader::peer`).
+    pub peer: u64,
+    /// On an upstream socket, the linked client socket (`struct sock *`), to mark it when
+    /// this connection fails; 0 when not linked.
+    pub peer_sk: u64,
+    pub syn_retrans: u32,
+    pub retrans: u32,
+    pub requests: u32,
+    /// The errno of the first ICMP error reported on a connecting socket: kept because the
+    /// kernel may store it only as a soft error, which the application clears when it reads
+    /// SO_ERROR.
+    pub soft_err: i32,
+    pub role: u8,
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
+    /// retransmit, or from adoption. The records of every request copy them from here instead
+    /// of reading the socket again.
+    pub tuple: SockTuple,
+    /// Answered requests without a `ttfb` record of their own, not yet written as a
+    /// `ttfb_summary` (`tracer-ebpf/src/probes/ttfb.rs`); `requests` 0 when none.
+    pub tally: FirstByteSummary,
+}
+
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 208);
+
+crate::impl_pod!(SockInfo);
