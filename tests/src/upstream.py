@@ -4,6 +4,7 @@
 #   reset  send part of a response, then close with SO_LINGER 0 (RST)
 #   fin    read the request, then close without answering (FIN)
 #   slow   answer after ARG seconds
+#   trickle  answer 200 with the first half of its body, the rest ARG seconds later
 #   drain  read a request body of Content-Length bytes, then answer 200
 #   rstnow read the request, then reset at once (no response byte)
 #   race   answer the first request on a connection, then reset when the next one arrives
@@ -73,6 +74,10 @@ def handle(c):
                 c.sendall(b"HTTP/1.1 200 OK\r\nthis is not a header\r\n\r\n")
             elif mode == "status502":
                 c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
+            elif mode == "trickle":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nfirst")
+                time.sleep(float(arg or 1))
+                c.sendall(b"end")
             elif mode == "slow":
                 time.sleep(float(arg or 5))
                 respond(c, b"late")

@@ -33,12 +33,16 @@ fn assert_owner(r: &Value, pid: u32, lab: &Lab) {
     );
 }
 
+/// With `--no-hold`, every record of the connection is written as it happens.
 #[test]
 fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("ok")?;
     let up = lab.upstream("ok", 8080, Some("5000"))?;
-    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl", "--comm", "python3"])?;
+    let tracer = TracerRun::start(
+        &lab.dir,
+        &["--comm", "curl", "--comm", "python3", "--no-hold"],
+    )?;
     let (pid, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
     assert!(out.status.success(), "curl failed: {out:?}");
     let recs = tracer.stop()?;
@@ -90,6 +94,52 @@ fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
     assert_eq!(acc[0]["role"], "client");
     assert_eq!(acc[0]["pid"], up.pid);
     assert!(recs.to("connect_error", &up.addr).is_empty());
+    // Nothing was held: the close carries no held record's fields.
+    for held in ["connect_us", "ttfb_us", "peer_close_idle_us"] {
+        assert!(close.get(held).is_none(), "{held} in {close}");
+    }
+    Ok(())
+}
+
+/// By default a connection's routine records are held in the kernel: one that carries a single
+/// request and closes writes only its `close`, which says what they would have.
+#[test]
+fn a_healthy_connection_writes_one_close_with_its_held_records() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("held")?;
+    let up = lab.upstream("ok", 8080, Some("5000"))?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "curl"])?;
+    let (pid, out) = lab.curl(&[&format!("http://{}/", up.addr)])?;
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let recs = tracer.stop()?;
+
+    for kind in ["connect_start", "connect", "ttfb", "peer_close"] {
+        assert!(
+            recs.to(kind, &up.addr).is_empty(),
+            "{kind} was not held:\n{}",
+            recs.dump()
+        );
+    }
+    let close = only(&recs, "close", &up.addr);
+    assert_owner(close, pid, &lab);
+    let (connect, ttfb, duration) = (
+        f(&close["connect_us"]),
+        f(&close["ttfb_us"]),
+        f(&close["duration_us"]),
+    );
+    assert!(
+        connect > 0.0 && ttfb > 0.0 && connect + ttfb < duration,
+        "the handshake and the first byte fall within the connection's life: {close}"
+    );
+    assert!(
+        close["request_bytes"].as_u64().unwrap_or(0) > 20,
+        "request bytes in {close}"
+    );
+    assert_eq!(close["requests"], 1, "{close}");
+    assert!(
+        close["bytes_received"].as_u64().unwrap_or(0) >= 5000,
+        "bytes in {close}"
+    );
     Ok(())
 }
 
@@ -186,18 +236,19 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
     assert!(!out.status.success(), "curl should see the reset");
     let recs = tracer.stop()?;
 
-    only(&recs, "connect", &up.addr);
     let r = only(&recs, "reset_received", &up.addr);
     assert_owner(r, pid, &lab);
     assert_eq!(r["state"], "ESTABLISHED");
     // The upstream sent part of a response before the reset.
     assert!(r["bytes_received"].as_u64().unwrap_or(0) > 0, "{r}");
     assert_eq!(r["awaiting_response"], false);
-    only(&recs, "ttfb", &up.addr);
     assert!(recs.to("peer_close", &up.addr).is_empty());
-    // The socket's summary names both ends, as its other records do.
+    // The socket's summary names both ends, as its other records do. The reset does not
+    // release what the connection held: its connect and first byte are in the close.
     let close = only(&recs, "close", &up.addr);
     assert_eq!(close["laddr"], r["laddr"], "{close}");
+    assert!(f(&close["connect_us"]) > 0.0, "{close}");
+    assert!(f(&close["ttfb_us"]) > 0.0, "{close}");
     Ok(())
 }
 
@@ -483,7 +534,7 @@ fn a_listener_older_than_the_tracer_on_an_ephemeral_port_has_client_sockets() ->
     assert!(out.status.success(), "curl failed: {out:?}");
     let recs = tracer.stop()?;
 
-    let c = only(&recs, "connect", &up.addr);
+    let c = only(&recs, "close", &up.addr);
     let acc = only(&recs, "accept", c["laddr"].as_str().unwrap_or_default());
     assert_eq!(acc["role"], "client", "{acc}");
     assert_eq!(acc["pid"], up.pid, "{acc}");
@@ -558,17 +609,18 @@ fn a_thread_renamed_or_execed_into_a_watched_name_is_watched_from_then_on() -> a
     );
     for laddr in &before {
         assert!(
-            recs.from("connect", laddr).is_empty(),
+            recs.from("close", laddr).is_empty(),
             "python3 is not watched:\n{}",
             recs.dump()
         );
     }
+    // Each watched connection is one `close`, with its held connect and first byte.
     for (laddr, comm) in [(&renamed[0], "trc-renamed"), (&execed[0], "trc-execed")] {
-        let found = recs.from("connect", laddr);
-        assert_eq!(found.len(), 1, "connect from {laddr}:\n{}", recs.dump());
+        let found = recs.from("close", laddr);
+        assert_eq!(found.len(), 1, "close from {laddr}:\n{}", recs.dump());
         assert_eq!(found[0]["comm"], comm, "{}", found[0]);
-        let ttfb = recs.from("ttfb", laddr);
-        assert_eq!(ttfb.len(), 1, "ttfb from {laddr}:\n{}", recs.dump());
+        assert!(f(&found[0]["connect_us"]) > 0.0, "{}", found[0]);
+        assert!(f(&found[0]["ttfb_us"]) > 0.0, "{}", found[0]);
     }
     Ok(())
 }
@@ -643,16 +695,16 @@ fn a_new_upstream_connection_stays_linked_to_the_client_it_was_opened_for() -> a
     );
     assert!(a.is_u64() && b.is_u64() && a != b, "cookies {a} {b}");
     let u_laddr = format!("{}:{u_port}", lab.px_addr);
-    for kind in ["connect", "ttfb"] {
-        let found = recs.from(kind, &u_laddr);
-        assert_eq!(found.len(), 1, "{kind} from {u_laddr}:\n{}", recs.dump());
-        assert_eq!(
-            found[0]["peer"], a,
-            "{kind} must name client A (B is {b}): {}",
-            found[0]
-        );
-        // And the client connection names the upstream one it was served by.
-        assert_eq!(response(a_port)["peer"], found[0]["cookie"], "{}", found[0]);
-    }
+    // The connection's one record, its close, carries its held connect and first byte.
+    let found = recs.from("close", &u_laddr);
+    assert_eq!(found.len(), 1, "close from {u_laddr}:\n{}", recs.dump());
+    let close = found[0];
+    assert!(f(&close["ttfb_us"]) > 0.0, "{close}");
+    assert_eq!(
+        close["peer"], a,
+        "the upstream connection must name client A (B is {b}): {close}"
+    );
+    // And the client connection names the upstream one it was served by.
+    assert_eq!(response(a_port)["peer"], close["cookie"], "{close}");
     Ok(())
 }

@@ -95,8 +95,10 @@ fn demo_live_view_quits_on_ctrl_c_and_cleans_up() -> anyhow::Result<()> {
         .args(["kill-session", "-t", session])
         .stderr(std::process::Stdio::null())
         .status();
+    // The demo's pid names its namespaces: the other demo test may be running beside this one.
     let cmd = format!(
-        "TRACER_BIN={} {DEMO} --phase-seconds 2; echo DEMO-EXIT=$?; sleep 60",
+        "sh -c 'echo DEMO-PID=$$; exec env TRACER_BIN={} {DEMO} --phase-seconds 2'; \
+         echo DEMO-EXIT=$?; sleep 60",
         tracer_bin().display()
     );
     let ok = Command::new("tmux")
@@ -152,15 +154,12 @@ fn demo_live_view_quits_on_ctrl_c_and_cleans_up() -> anyhow::Result<()> {
         assert!(s.contains("report /tmp/tracer-demo.jsonl"), "{s}");
         let r = report("/tmp/tracer-demo.jsonl")?;
         assert!(cause_count(&r, "connect_refused") >= 1, "{r}");
-        let left: Vec<String> = Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        let pid: u32 = s
             .lines()
-            .filter(|l| l.contains("demo"))
-            .map(str::to_string)
-            .collect();
+            .find_map(|l| l.trim().strip_prefix("DEMO-PID="))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no DEMO-PID on the screen:\n{s}"))?;
+        let left = leftover_namespaces(pid);
         assert!(left.is_empty(), "namespaces left: {left:?}");
         Ok(())
     })();

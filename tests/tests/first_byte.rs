@@ -12,6 +12,7 @@ use tracer_tests::{Lab, Records, TracerRun, require_root};
 ///   retry LISTEN_HOST HOST:PORT FAIL_HOST:PORT: accepts a client connection, and for each of
 ///         its requests asks an upstream: three on a kept-alive connection, one on a new
 ///         connection to an upstream that resets, then two more on the kept-alive one
+///   hold HOST:PORT SECONDS: one request, prints the port, then keeps the connection open
 /// Prints the local port of the kept-alive connection.
 const CLIENT_PY: &str = r#"
 import socket, sys, time
@@ -50,6 +51,12 @@ if mode == "plain":
         if i == pause_after:
             time.sleep(1.1)
     print(u.getsockname()[1], flush=True)
+    u.close()
+elif mode == "hold":
+    u = socket.create_connection(addr(sys.argv[2]))
+    ask(u)
+    print(u.getsockname()[1], flush=True)
+    time.sleep(float(sys.argv[3]))
     u.close()
 elif mode == "retry":
     ls = socket.socket()
@@ -230,5 +237,99 @@ fn the_request_after_an_upstream_failure_has_its_first_byte_recorded() -> anyhow
     let summaries = recs.from("ttfb_summary", &laddr);
     let tallied: u64 = summaries.iter().map(|s| num(&s["requests"])).sum();
     assert_eq!(tallied, 4, "{}", recs.dump());
+    Ok(())
+}
+
+/// The index of the first record of `kind` from `laddr` in the trace, which is the order the
+/// kernel wrote them in.
+fn position(recs: &Records, kind: &str, laddr: &str) -> usize {
+    recs.0
+        .iter()
+        .position(|r| r["type"] == kind && r["laddr"] == laddr)
+        .unwrap_or_else(|| panic!("no {kind} from {laddr}:\n{}", recs.dump()))
+}
+
+/// A connection whose response takes longer than a second: its held `connect_start`,
+/// `connect` and first `ttfb` are released at the first read past the second, as the records
+/// they would have been, with their own times, and before the close.
+#[test]
+fn a_connection_that_lives_on_releases_its_held_records() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ttfbh")?;
+    let up = lab.upstream("trickle", 8080, Some("1.3"))?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    let laddr = client(&lab, &["plain", &up.addr, "1", "0"])?;
+    let recs = tracer.stop()?;
+
+    let one = |kind: &str| -> &Value {
+        let found = recs.from(kind, &laddr);
+        assert_eq!(found.len(), 1, "{kind} from {laddr}:\n{}", recs.dump());
+        found[0]
+    };
+    let (start, connect, ttfb) = (one("connect_start"), one("connect"), one("ttfb"));
+    let close = recs.from("close", &laddr);
+    assert_eq!(close.len(), 1, "{}", recs.dump());
+    let close = close[0];
+    assert_eq!(num(&ttfb["request_no"]), 1, "{ttfb}");
+    assert_eq!(ttfb["why"], "sample", "{ttfb}");
+    // Dated when they happened: the SYN, the handshake, then the first byte, well before the
+    // rest of the body came 1.3 s later and the connection closed.
+    let time = |r: &Value| r["time"].as_str().unwrap_or_default().to_string();
+    assert!(
+        time(start) <= time(connect) && time(connect) <= time(ttfb) && time(ttfb) < time(close),
+        "{start}\n{connect}\n{ttfb}\n{close}"
+    );
+    assert!(
+        position(&recs, "ttfb", &laddr) < position(&recs, "close", &laddr),
+        "released before the close:\n{}",
+        recs.dump()
+    );
+    // Released, so no longer held: the close carries none of their fields.
+    for held in ["connect_us", "ttfb_us"] {
+        assert!(close.get(held).is_none(), "{held} in {close}");
+    }
+    assert_eq!(num(&close["requests"]), 1, "{close}");
+    Ok(())
+}
+
+/// A connection still open when the tracer stops: its held records are written at exit, with
+/// their own times.
+#[test]
+fn held_records_of_connections_open_at_exit_are_written() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ttfbx")?;
+    let up = lab.upstream("ok", 8080, None)?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    let out = lab.dir.join("hold.out");
+    lab.spawn_to(
+        &lab.px.clone(),
+        &["python3", "-c", CLIENT_PY, "hold", &up.addr, "30"],
+        Some(&out),
+    )?;
+    let port = tracer_tests::lab::wait_for(std::time::Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&out).ok()?;
+        text.trim().parse::<u16>().ok()
+    })
+    .ok_or_else(|| anyhow::anyhow!("the client printed no port"))?;
+    let laddr = format!("{}:{port}", lab.px_addr);
+    let recs = tracer.stop()?;
+
+    for kind in ["connect_start", "connect", "ttfb"] {
+        assert_eq!(
+            recs.from(kind, &laddr).len(),
+            1,
+            "{kind} from {laddr}:\n{}",
+            recs.dump()
+        );
+    }
+    let ttfb = recs.from("ttfb", &laddr)[0];
+    assert_eq!(num(&ttfb["request_no"]), 1, "{ttfb}");
+    assert!(us(&ttfb["ttfb_us"]) > 0.0, "{ttfb}");
+    assert!(recs.from("close", &laddr).is_empty(), "{}", recs.dump());
+    let stopped = recs.final_stats().expect("a final stats record");
+    assert!(
+        ttfb["time"].as_str() < stopped["time"].as_str(),
+        "dated when the first byte came: {ttfb}"
+    );
     Ok(())
 }

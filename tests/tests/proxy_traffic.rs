@@ -40,15 +40,15 @@ fn healthy(kind: ProxyKind) -> anyhow::Result<()> {
     );
     assert_eq!(recs.of_type("response").count(), 0);
     assert_eq!(recs.of_type("retried").count(), 0);
-    // The tracer was watching: it saw the proxy's upstream connections and their first bytes.
-    let connects = recs
-        .of_type("connect")
-        .filter(|r| r["comm"] == kind.comm())
-        .count();
-    let ttfb = recs
-        .of_type("ttfb")
-        .filter(|r| r["comm"] == kind.comm())
-        .count() as u64;
+    // The tracer was watching: it saw the proxy's upstream connections and their first bytes,
+    // as records of their own or held and written with the connection's close.
+    let of_proxy = |t: &'static str| {
+        recs.of_type(t)
+            .filter(|r| r["comm"] == kind.comm() && r["role"] == "upstream")
+    };
+    let held = |field: &'static str| of_proxy("close").filter(|r| r.get(field).is_some()).count();
+    let connects = of_proxy("connect").count() + held("connect_us");
+    let ttfb = (of_proxy("ttfb").count() + held("ttfb_us")) as u64;
     // Pooled requests mostly have no `ttfb` of their own (one in --ttfb-every): their
     // connections' summaries count them.
     let summarised: u64 = recs
@@ -181,10 +181,11 @@ fn nginx_keepalive_race_verdict_reports_the_learned_upstream_idle_timeout() -> a
         statuses.push(proxy.get(&lab, "idle")?);
     }
     let recs = tracer.stop()?;
+    // An idle close is a routine `peer_close`, held and written with the connection's close.
     let idle_closes: Vec<_> = recs
-        .to("peer_close", &up.addr)
+        .to("close", &up.addr)
         .into_iter()
-        .filter(|p| p["awaiting_response"] == false)
+        .filter(|c| c.get("peer_close_idle_us").is_some())
         .collect();
     assert!(
         !idle_closes.is_empty(),

@@ -32,7 +32,9 @@ pub struct Filter {
     /// (`--ttfb-every`); the others are summed into the connection's `ttfb_summary`. 1 records
     /// every request; 0 is read as 1.
     pub ttfb_every: u32,
-    pub _pad: u32,
+    /// Non-zero: the routine records of young upstream connections are held in the kernel
+    /// and written with their `close` (`sock::Held`); 0 (`--no-hold`) writes them at once.
+    pub hold: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Filter>() == 8 * 16 + 16 + 32 + 80 + 8);

@@ -253,7 +253,21 @@ pub struct Closed {
     pub srtt_us: u32,
     pub total_retrans: u32,
     pub state: u8,
-    pub _pad: [u8; 7],
+    /// Which held records this close carries (`sock::HELD_*`); the fields below are valid
+    /// only for those.
+    pub held: u8,
+    pub _pad: [u8; 2],
+    /// Responses the connection completed (upstream connections; 0 for clients).
+    pub requests: u32,
+    /// SYN_SENT to ESTABLISHED ([`crate::sock::HELD_CONNECT`]).
+    pub connect_latency_ns: u64,
+    /// The first request's time to first byte ([`crate::sock::HELD_TTFB`]).
+    pub ttfb_ns: u64,
+    /// Bytes written for the first request ([`crate::sock::HELD_TTFB`]).
+    pub request_bytes: u64,
+    /// Idle time when the upstream closed the connection with no request outstanding
+    /// ([`crate::sock::HELD_PEER_CLOSE`]).
+    pub peer_idle_ns: u64,
 }
 
 /// Payload of [`EventKind::FirstByte`].

@@ -39,7 +39,10 @@ pub struct SockInfo {
     pub soft_err: i32,
     pub role: u8,
     pub flags: u8,
-    pub _pad: [u8; 6],
+    /// Which routine records of this connection are held in [`SockInfo::held_records`]
+    /// (`HELD_*`), to be written with its `close` or released as records of their own.
+    pub held: u8,
+    pub _pad: [u8; 5],
     /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
     /// retransmit, or from adoption. The records of every request copy them from here instead
     /// of reading the socket again.
@@ -47,8 +50,45 @@ pub struct SockInfo {
     /// Answered requests without a `ttfb` record of their own, not yet written as a
     /// `ttfb_summary` (`tracer-ebpf/src/probes/ttfb.rs`); `requests` 0 when none.
     pub tally: FirstByteSummary,
+    /// What the held records would have said (see `held`).
+    pub held_records: Held,
 }
 
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 208);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 272);
 
-crate::impl_pod!(SockInfo);
+/// [`SockInfo::held`]: the connection's `connect_start` and `connect` are held.
+pub const HELD_CONNECT: u8 = 1;
+/// [`SockInfo::held`]: the first request's `ttfb` is held.
+pub const HELD_TTFB: u8 = 2;
+/// [`SockInfo::held`]: a `peer_close` with no request outstanding is held.
+pub const HELD_PEER_CLOSE: u8 = 4;
+
+/// The routine records of a young upstream connection, held in the kernel instead of written.
+///
+/// A connection that carries one request (nginx's default towards upstreams) wrote five
+/// records: `connect_start`, `connect`, `ttfb`, `peer_close` and `close`. Held, what the first
+/// four say goes into the `close` (`Closed`), or, for a connection that lives on, out as their
+/// own records at its second request or at its first read a second after the handshake.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Held {
+    /// When the handshake completed ([`HELD_CONNECT`]).
+    pub connect_ns: u64,
+    /// When the first request's response began ([`HELD_TTFB`]).
+    pub first_byte_ns: u64,
+    /// The first request's time to first byte.
+    pub ttfb_ns: u64,
+    /// Bytes written for the first request.
+    pub request_bytes: u64,
+    /// When the upstream's FIN arrived with no request outstanding ([`HELD_PEER_CLOSE`]).
+    pub peer_close_ns: u64,
+    /// How long the connection had been idle then.
+    pub peer_idle_ns: u64,
+    /// Bytes received by then, the FIN not counted.
+    pub peer_bytes: u64,
+    /// Smoothed RTT right after the handshake, microseconds.
+    pub connect_srtt_us: u32,
+    pub _pad: u32,
+}
+
+crate::impl_pod!(SockInfo, Held);

@@ -29,7 +29,7 @@ static FILTER: Filter = Filter {
     drop_ignore: [0; 4],
     statuses: [0; 10],
     ttfb_every: 1,
-    _pad: 0,
+    hold: 0,
 };
 
 /// Reads one offset. The volatile read keeps the compiler from folding in the placeholder value
@@ -291,6 +291,12 @@ pub fn reported_status(head: &[u8; 12]) -> Option<u16> {
 #[inline(always)]
 pub fn ttfb_every() -> u32 {
     filter!(ttfb_every).max(1)
+}
+
+/// Whether the routine records of young upstream connections are held (`sock::Held`).
+#[inline(always)]
+pub fn hold() -> bool {
+    filter!(hold) != 0
 }
 
 /// Bytes of routine records one CPU writes before it wakes the reader anyway.

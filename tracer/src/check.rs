@@ -61,6 +61,7 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
         ring_bytes: tracer_common::maps::EVENTS_BYTES,
         statuses: vec![502, 503, 504],
         ttfb_every: crate::cli::DEFAULT_TTFB_EVERY,
+        hold: true,
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;
     let mut ok = true;

@@ -142,6 +142,13 @@ pub struct RunArgs {
     /// are always recorded.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TTFB_EVERY, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ttfb_every: u32,
+    /// Write every upstream connection's `connect_start`, `connect`, first `ttfb` and
+    /// `peer_close` as they happen. By default a young connection's are held in the kernel and
+    /// written as fields of its `close`, or as records of their own at its second request or
+    /// a second after its handshake: one record instead of five per connection when every
+    /// request opens one.
+    #[arg(long)]
+    pub no_hold: bool,
 }
 
 /// Default of `--ttfb-every`.

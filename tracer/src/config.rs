@@ -49,6 +49,7 @@ pub struct ConfigFile {
     access_log: Option<Spanned<Vec<String>>>,
     ring_size: Option<Spanned<u32>>,
     ttfb_every: Option<Spanned<u32>>,
+    no_hold: Option<Spanned<bool>>,
     socket: Option<Spanned<PathBuf>>,
     no_socket: Option<Spanned<bool>>,
     live: Option<Spanned<bool>>,
@@ -156,6 +157,7 @@ pub fn apply(
     take!("ttfb_every", "ttfb_every", args.ttfb_every, ttfb_every => {
         if (1..=1_000_000).contains(&ttfb_every) { Ok(ttfb_every) } else { Err("must be from 1 to 1000000".to_string()) }
     });
+    take!("no_hold", "no_hold", args.no_hold, no_hold => Ok::<_, String>(no_hold));
     take!("socket", "socket", args.socket, socket => Ok::<_, String>(socket));
     take!("no_socket", "no_socket", args.no_socket, no_socket => Ok::<_, String>(no_socket));
     take!("live", "live", args.live, live => Ok::<_, String>(live));
@@ -251,10 +253,10 @@ mod tests {
         }
         let a = run_with(
             &["tracer", "run"],
-            "socket = \"/tmp/t.sock\"\nno_socket = true\nlive = true\n",
+            "socket = \"/tmp/t.sock\"\nno_socket = true\nlive = true\nno_hold = true\n",
         )
         .unwrap();
         assert_eq!(a.socket, PathBuf::from("/tmp/t.sock"));
-        assert!(a.no_socket && a.live);
+        assert!(a.no_socket && a.live && a.no_hold);
     }
 }

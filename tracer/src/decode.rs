@@ -55,7 +55,14 @@ pub struct Event {
 impl Event {
     /// The event's kind.
     pub fn kind(&self) -> EventKind {
-        match self.payload {
+        self.payload.kind()
+    }
+}
+
+impl Payload {
+    /// The kind of event this payload belongs to.
+    pub fn kind(&self) -> EventKind {
+        match self {
             Payload::ConnectStart(_) => EventKind::ConnectStart,
             Payload::Connected(_) => EventKind::Connected,
             Payload::ConnectFailed(_) => EventKind::ConnectFailed,

@@ -7,6 +7,7 @@ use tracer_common::event::{
     ROLE_UPSTREAM, TTFB_RETRY, TTFB_SAMPLE, TTFB_STATUS, VIA_READ, VIA_READV, VIA_RECVFROM,
     VIA_RECVMSG, VIA_SENDMSG, VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
 };
+use tracer_common::sock::{HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB};
 
 use crate::{
     clock::Clock,
@@ -84,6 +85,7 @@ enum Key {
     BytesSent,
     Cause,
     Comm,
+    ConnectUs,
     Cookie,
     Direction,
     DurationUs,
@@ -95,6 +97,7 @@ enum Key {
     LatencyUs,
     Location,
     Peer,
+    PeerCloseIdleUs,
     Pid,
     Raddr,
     Reason,
@@ -130,6 +133,7 @@ impl Key {
             Key::BytesSent => "bytes_sent",
             Key::Cause => "cause",
             Key::Comm => "comm",
+            Key::ConnectUs => "connect_us",
             Key::Cookie => "cookie",
             Key::Direction => "direction",
             Key::DurationUs => "duration_us",
@@ -141,6 +145,7 @@ impl Key {
             Key::LatencyUs => "latency_us",
             Key::Location => "location",
             Key::Peer => "peer",
+            Key::PeerCloseIdleUs => "peer_close_idle_us",
             Key::Pid => "pid",
             Key::Raddr => "raddr",
             Key::Reason => "reason",
@@ -170,12 +175,13 @@ impl Key {
 }
 
 /// Every key, in declaration (and so name) order: `KEYS[k as usize] == k`.
-const KEYS: [Key; 40] = [
+const KEYS: [Key; 42] = [
     Key::AwaitingResponse,
     Key::BytesReceived,
     Key::BytesSent,
     Key::Cause,
     Key::Comm,
+    Key::ConnectUs,
     Key::Cookie,
     Key::Direction,
     Key::DurationUs,
@@ -187,6 +193,7 @@ const KEYS: [Key; 40] = [
     Key::LatencyUs,
     Key::Location,
     Key::Peer,
+    Key::PeerCloseIdleUs,
     Key::Pid,
     Key::Raddr,
     Key::Reason,
@@ -350,6 +357,20 @@ fn event_fields(ev: &Event, ctx: &RecordContext) -> Fields {
             m.put(Key::TotalRetrans, Field::U64(p.total_retrans.into()));
             m.put(Key::BytesSent, Field::U64(p.bytes_acked));
             m.put(Key::BytesReceived, Field::U64(p.bytes_received));
+            if h.role == ROLE_UPSTREAM {
+                m.put(Key::Requests, Field::U64(p.requests.into()));
+            }
+            // What the connection's held records would have said (trace-format.md, `close`).
+            if p.held & HELD_CONNECT != 0 {
+                m.put(Key::ConnectUs, us(p.connect_latency_ns));
+            }
+            if p.held & HELD_TTFB != 0 {
+                m.put(Key::TtfbUs, us(p.ttfb_ns));
+                m.put(Key::RequestBytes, Field::U64(p.request_bytes));
+            }
+            if p.held & HELD_PEER_CLOSE != 0 {
+                m.put(Key::PeerCloseIdleUs, us(p.peer_idle_ns));
+            }
         }
         Payload::FirstByte(p) => {
             m.put(Key::TtfbUs, us(p.ttfb_ns));
@@ -489,7 +510,7 @@ pub fn write_event_record(ev: &Event, ctx: &RecordContext, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::event::{ConnectFailed, EventKind, Record, Reset};
+    use tracer_common::event::{Closed, ConnectFailed, EventKind, Record, Reset};
 
     use super::*;
 
@@ -555,6 +576,51 @@ mod tests {
         assert_eq!(v["reason"], "TCP_STATE");
         assert_eq!(v["state"], "ESTABLISHED");
         assert_eq!(v["awaiting_response"], false);
+    }
+
+    /// A close carries what the connection's held records would have said, and nothing of
+    /// those it did not hold.
+    #[test]
+    fn a_close_carries_its_held_records() {
+        let close = |held: u8| Record {
+            header: header(EventKind::Closed),
+            payload: Closed {
+                held,
+                requests: 1,
+                connect_latency_ns: 61_250,
+                ttfb_ns: 811_005,
+                request_bytes: 77,
+                peer_idle_ns: 2_000,
+                ..Default::default()
+            },
+        };
+        let all = HELD_CONNECT | HELD_TTFB | HELD_PEER_CLOSE;
+        let v = event_record(&decode(&bytes_of(&close(all))).unwrap(), &ctx());
+        assert_eq!(v["type"], "close");
+        assert_eq!(v["requests"], 1);
+        assert_eq!(v["connect_us"], 61.25);
+        assert_eq!(v["ttfb_us"], 811.005);
+        assert_eq!(v["request_bytes"], 77);
+        assert_eq!(v["peer_close_idle_us"], 2.0);
+        let v = event_record(&decode(&bytes_of(&close(HELD_TTFB))).unwrap(), &ctx());
+        assert_eq!(v["ttfb_us"], 811.005);
+        for absent in ["connect_us", "peer_close_idle_us"] {
+            assert!(v.get(absent).is_none(), "{absent} in {v}");
+        }
+        let v = event_record(&decode(&bytes_of(&close(0))).unwrap(), &ctx());
+        for absent in [
+            "connect_us",
+            "ttfb_us",
+            "request_bytes",
+            "peer_close_idle_us",
+        ] {
+            assert!(v.get(absent).is_none(), "{absent} in {v}");
+        }
+        // A client connection counts no requests.
+        let mut client = close(0);
+        client.header.role = tracer_common::event::ROLE_CLIENT;
+        let v = event_record(&decode(&bytes_of(&client)).unwrap(), &ctx());
+        assert!(v.get("requests").is_none(), "{v}");
     }
 
     /// The fast writer and the map give the same bytes, for every kind of event.
@@ -626,6 +692,16 @@ mod tests {
                 total_retrans: 1,
                 bytes_acked: 80,
                 bytes_received: 1 << 40,
+                ..Default::default()
+            }),
+            Payload::Closed(Closed {
+                state: 9,
+                held: HELD_CONNECT | HELD_TTFB | HELD_PEER_CLOSE,
+                requests: 1,
+                connect_latency_ns: 61_250,
+                ttfb_ns: 811_005,
+                request_bytes: 77,
+                peer_idle_ns: 2,
                 ..Default::default()
             }),
             Payload::FirstByte(FirstByte {

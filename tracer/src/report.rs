@@ -497,7 +497,7 @@ impl Acc {
             }
             Some("verdict") => self.verdict(m, time),
             Some("retried") => self.retried(m),
-            Some(ty @ ("connect" | "ttfb" | "ttfb_summary" | "connect_error")) => {
+            Some(ty @ ("connect" | "ttfb" | "ttfb_summary" | "connect_error" | "close")) => {
                 if str_field(m, "role") != Some("upstream") {
                     return;
                 }
@@ -530,6 +530,15 @@ impl Acc {
                         let n = m.get("requests").and_then(Value::as_u64).unwrap_or(0);
                         if let Some(max) = f64_field(m, "ttfb_max_us") {
                             lat.ttfb.count_only(n, max);
+                        }
+                    }
+                    // A connection's held `connect` and first `ttfb`, written with its close.
+                    "close" => {
+                        if let Some(v) = f64_field(m, "connect_us") {
+                            lat.connect.push(v);
+                        }
+                        if let Some(v) = f64_field(m, "ttfb_us") {
+                            lat.ttfb.push(v);
                         }
                     }
                     _ => lat.connect_errors += 1,
@@ -1267,6 +1276,25 @@ mod tests {
         assert_eq!(b.connect_errors, 1);
         let text = r.to_text();
         assert!(text.contains("connect errors"), "{text}");
+    }
+
+    /// A connection's held `connect` and first `ttfb` come as fields of its `close`: they
+    /// count as those records would have.
+    #[test]
+    fn held_records_in_closes_count() {
+        let dir = TempDir::new("held");
+        let mut recs = Vec::new();
+        for i in 1..=4 {
+            let mut close = event("close", A, "connect_us", f64::from(i) * 1000.0);
+            close["ttfb_us"] = json!(f64::from(i) * 10_000.0);
+            recs.push(close);
+        }
+        recs.push(event("connect", A, "latency_us", 5000.0));
+        recs.push(event("close", A, "duration_us", 1.0));
+        let r = read(&[dir.lines("t.jsonl", &recs)]).unwrap();
+        let a = &r.latency_by_upstream[0];
+        assert_eq!((a.connect.count, a.connect.max_ms), (5, Some(5.0)));
+        assert_eq!((a.ttfb.count, a.ttfb.p50_ms), (4, Some(20.0)));
     }
 
     #[test]

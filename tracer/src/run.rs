@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ring_bytes: args.ring_size,
         statuses: args.status.0.clone(),
         ttfb_every: args.ttfb_every,
+        hold: !args.no_hold,
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
     let ring = probes.take_events()?;

@@ -9,7 +9,7 @@ use crate::maps::SockEntry as _;
 use crate::{
     kernel::{off, read, sk_state},
     maps::{FLOWS, SOCKS, emit, flow_key, now},
-    probes::ttfb::write_summary,
+    probes::{hold::fold_into, ttfb::write_summary},
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_destroy_sock(struct sock *sk)`, from tcp_v4_destroy_sock()
@@ -26,15 +26,16 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> u32 {
     // The tuple kept since the handshake (the FLOWS entry below is keyed by it), or read now
     // for a socket that never got that far.
     let tuple = info.tuple_of(sk);
-    let payload = Closed {
+    let mut payload = Closed {
         duration_ns: ts - info.start_ns,
         bytes_acked: read::<u64>(sk, off!(tcp_bytes_acked)),
         bytes_received: read::<u64>(sk, off!(tcp_bytes_received)),
         srtt_us: read::<u32>(sk, off!(tcp_srtt_us)) >> 3,
         total_retrans: read::<u32>(sk, off!(tcp_total_retrans)),
         state: sk_state(sk),
-        _pad: [0; 7],
+        ..Closed::default()
     };
+    fold_into(info, &mut payload);
     // The requests tallied since the last summary, before the record that ends the connection.
     write_summary(sk, info, ts);
     emit(EventKind::Closed, sk, info, &tuple, ts, payload);

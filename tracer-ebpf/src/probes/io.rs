@@ -21,6 +21,7 @@ use crate::{
         flow_key, link_to_client, now, put, track,
     },
     probes::{
+        hold,
         response::{emit_status, on_client_write, syscall_status},
         ttfb::on_first_byte,
     },
@@ -101,7 +102,11 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let ts = now();
-    if info.req_start_ns != 0 {
+    let answering = info.req_start_ns != 0;
+    if hold::due(info, answering, ts) {
+        hold::release(sk, info);
+    }
+    if answering {
         info.requests += 1;
         let ttfb_ns = ts - info.req_start_ns;
         info.req_start_ns = 0;

@@ -3,6 +3,7 @@
 mod close;
 mod drop;
 mod error;
+mod hold;
 mod io;
 mod reset;
 mod response;

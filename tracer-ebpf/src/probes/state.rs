@@ -25,6 +25,7 @@ use crate::{
         F_ESTABLISHED, F_RST_RX, F_START_PENDING, FLOWS, LISTEN_PORTS, SOCKS, SockInfo, emit,
         emit_as, exchange, exchange_as, flow_key, link_to_client, now, track,
     },
+    probes::hold::{hold_connect, hold_peer_close},
 };
 
 const EADDRNOTAVAIL: i32 = 99;
@@ -108,11 +109,17 @@ fn on_established(sk: u64) {
     info.flags |= F_ESTABLISHED;
     info.last_rx_ns = ts;
     let tuple = info.tuple_of(sk);
-    // Keeps the tuple for the connection's later records, unless a SYN retransmit did.
-    connect_started(sk, info, &tuple);
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
     // tcp_ack() has already taken an RTT sample from the SYN-ACK when the state changes.
     let srtt_us = read::<u32>(sk, off!(tcp_srtt_us)) >> 3;
+    // A handshake with no SYN retransmit: both records are held (`probes::hold`).
+    if info.flags & F_START_PENDING != 0 && hold_connect(info, ts, srtt_us) {
+        info.flags &= !F_START_PENDING;
+        info.tuple = tuple;
+        return;
+    }
+    // Keeps the tuple for the connection's later records, unless a SYN retransmit did.
+    connect_started(sk, info, &tuple);
     let payload = Connected {
         latency_ns: ts - info.start_ns,
         syn_retransmits: info.syn_retrans,
@@ -175,10 +182,11 @@ fn failure_cause(sk: u64, info: &SockInfo) -> (i32, u8) {
 
 #[inline(always)]
 fn on_peer_close(sk: u64) {
-    // SAFETY: lookups copy nothing; the reference lives only within this program run.
-    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
         return;
     };
+    // SAFETY: as in `on_established`.
+    let info = unsafe { &mut *p };
     let ts = now();
     // The kernel counts the FIN's sequence number in bytes_received; it carries no data.
     let bytes = read::<u64>(sk, off!(tcp_bytes_received)).saturating_sub(1);
@@ -190,6 +198,12 @@ fn on_peer_close(sk: u64) {
     // 10,000 requests). The FIN itself takes one sequence number.
     // Read only when the cheaper tests leave the question open.
     let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req && unread(sk) <= 1;
+    if !awaiting {
+        let idle_ns = ts.saturating_sub(info.last_rx_ns);
+        if hold_peer_close(info, ts, idle_ns, bytes) {
+            return;
+        }
+    }
     let payload = PeerClose {
         exchange: exchange_as(info, awaiting, bytes, ts),
     };

@@ -13,6 +13,7 @@ use crate::maps::SockEntry as _;
 use crate::{
     kernel::ttfb_every,
     maps::{F_AFTER_FAILURE, SockInfo, emit},
+    probes::hold::hold_first_byte,
 };
 
 /// A summary is written at the first request that ends at least this long after the first
@@ -28,6 +29,10 @@ pub fn on_first_byte(sk: u64, info: &mut SockInfo, ttfb_ns: u64, ts: u64, status
     let after_failure = info.flags & F_AFTER_FAILURE != 0;
     info.flags &= !F_AFTER_FAILURE;
     let why = if info.requests.wrapping_sub(1) % ttfb_every() == 0 {
+        // A first request that may be a retry, or whose status is reported, is written now.
+        if !after_failure && !status_reported && hold_first_byte(info, ttfb_ns, ts) {
+            return;
+        }
         TTFB_SAMPLE
     } else if after_failure {
         TTFB_RETRY

@@ -18,7 +18,7 @@ pub use keepalive::{IdleStats, advice as keepalive_advice};
 pub use log::{LogFinding, VIA_LOG};
 
 use crate::decode::{Event, Payload};
-use tracer_common::event::ROLE_UPSTREAM;
+use tracer_common::{event::ROLE_UPSTREAM, sock::HELD_PEER_CLOSE};
 
 /// Evidence kept per upstream connection.
 const EVIDENCE_PER_CONN: usize = 24;
@@ -299,6 +299,14 @@ impl Correlator {
                     .entry(raddr)
                     .or_default()
                     .closed_idle(p.exchange.idle_ns, ev.header.ts_ns);
+            }
+            // The same peer close, held in the kernel and written with the close, which
+            // names the upstream from the tuple kept since the handshake.
+            Payload::Closed(p) if p.held & HELD_PEER_CLOSE != 0 && ev.header.tuple.rport != 0 => {
+                self.idle
+                    .entry(raddr)
+                    .or_default()
+                    .closed_idle(p.peer_idle_ns, ev.header.ts_ns);
             }
             _ => {}
         }

@@ -284,6 +284,38 @@ fn the_upstream_idle_timeout_is_learned_from_its_closes() {
     assert_eq!(v.upstream.unwrap().header.tuple.rport, 8080);
 }
 
+/// The kernel holds a peer close that came with no request outstanding and writes it with
+/// the connection's close: the correlator learns from it just the same.
+#[test]
+fn the_upstream_idle_timeout_is_learned_from_a_held_peer_close() {
+    use tracer_common::{event::Closed, sock::HELD_PEER_CLOSE};
+    let mut c = Correlator::new();
+    let close = Closed {
+        held: HELD_PEER_CLOSE,
+        peer_idle_ns: 1000 * MS,
+        requests: 1,
+        ..Default::default()
+    };
+    c.on_event(&up(Payload::Closed(close), 7, 0, 11));
+    let rst = Reset {
+        state: 1,
+        exchange: exchange(1, true, 20, 1),
+        ..Default::default()
+    };
+    c.on_event(&up(Payload::ResetReceived(rst), 8, 100, 3000));
+    let v = answer(&mut c, 502, 100, 3002);
+    assert_eq!(v.cause, Cause::KeepaliveRace);
+    assert_eq!(v.upstream_idle_timeout_ns, Some(1000 * MS));
+    // A close that held no peer close teaches nothing.
+    let mut c = Correlator::new();
+    c.on_event(&up(Payload::Closed(Closed::default()), 7, 0, 11));
+    c.on_event(&up(Payload::ResetReceived(rst), 8, 100, 3000));
+    assert_eq!(
+        answer(&mut c, 502, 100, 3002).upstream_idle_timeout_ns,
+        None
+    );
+}
+
 #[test]
 fn a_silent_retry_is_reported() {
     let mut c = Correlator::new();

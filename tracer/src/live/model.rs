@@ -30,6 +30,7 @@ const EVENT_TYPES: &[&str] = &[
     "drop",
     "close",
     "ttfb",
+    "ttfb_summary",
     "accept",
     "response",
     "upstream_response",
@@ -383,6 +384,18 @@ impl Model {
                                 u.connect_us.push(us);
                             }
                         }
+                        // A connection's held `connect` and first `ttfb`, with its close.
+                        "close" => {
+                            if let Some(us) = num_of(r, "connect_us") {
+                                if let Some(sec) = second {
+                                    u.connects.add(sec);
+                                }
+                                u.connect_us.push(us);
+                            }
+                            if let Some(us) = num_of(r, "ttfb_us") {
+                                u.ttfb_us.push(us);
+                            }
+                        }
                         "connect_error" => match r.get("errno").and_then(Value::as_u64) {
                             Some(111) => u.refused += 1,
                             Some(110) => u.timeouts += 1,
@@ -719,6 +732,25 @@ mod tests {
         assert_eq!(ok.ttfb_p50_us, Some(2500.0));
         assert_eq!((ok.resets, ok.retransmits), (1, 1));
         assert_eq!(m.events_per_second(), 1.6);
+    }
+
+    /// A connection's held `connect` and first `ttfb` come as fields of its `close`.
+    #[test]
+    fn a_close_with_held_records_counts_its_connect_and_first_byte() {
+        let mut m = Model::new();
+        for i in 0..10 {
+            m.ingest(
+                &json!({"type":"close","time":at(i),"role":"upstream","raddr":"10.0.3.3:80",
+                             "connect_us":f64::from(200 + i),"ttfb_us":f64::from(3000 + i)}),
+            );
+        }
+        // A close that held nothing is no connect.
+        m.ingest(&json!({"type":"close","time":at(9),"role":"upstream","raddr":"10.0.3.3:80"}));
+        let rows = m.upstream_rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].conns_per_s, 1.0);
+        assert_eq!(rows[0].connect_p50_us, Some(204.0));
+        assert_eq!(rows[0].ttfb_p50_us, Some(3004.0));
     }
 
     #[test]

@@ -14,9 +14,12 @@ use aya::{
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
-    event::{EventHeader, EventKind, ROLE_UPSTREAM},
+    event::{
+        ConnectStart, Connected, EventHeader, Exchange, FirstByte, PeerClose, ROLE_UPSTREAM,
+        TTFB_SAMPLE,
+    },
     maps::{self as names, Counter},
-    sock::SockInfo,
+    sock::{HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB, SockInfo},
 };
 
 use self::{
@@ -77,6 +80,9 @@ pub struct LoadOptions {
     pub statuses: Vec<u16>,
     /// One upstream request in this many gets its own `ttfb` record.
     pub ttfb_every: u32,
+    /// Hold the routine records of young upstream connections in the kernel
+    /// (`tracer_common::sock::Held`).
+    pub hold: bool,
 }
 
 /// The outcome of attaching one hook.
@@ -172,6 +178,7 @@ impl Probes {
             filter.report_status(*status);
         }
         filter.ttfb_every = opts.ttfb_every.max(1);
+        filter.hold = u32::from(opts.hold);
         let drop_reasons = btf.enum_values("skb_drop_reason").unwrap_or_default();
         for (name, value) in &drop_reasons {
             if NOT_LOSS
@@ -289,28 +296,68 @@ impl Probes {
         let mut out = Vec::new();
         // An entry deleted while the map is walked ends the walk early; what was read stands.
         for (sk, info) in socks.iter().map_while(Result::ok) {
-            if info.role != ROLE_UPSTREAM || info.tally.requests == 0 {
-                continue;
+            if info.role == ROLE_UPSTREAM {
+                unwritten(sk, &info, now_ns, &mut out);
             }
-            let header = EventHeader {
-                kind: EventKind::FirstByteSummary as u16,
-                role: info.role,
-                _pad: [0; 5],
-                ts_ns: now_ns,
-                tgid: info.tgid,
-                tid: info.tid,
-                cookie: info.cookie,
-                sock: sk,
-                peer: info.peer,
-                comm: info.comm,
-                tuple: info.tuple,
-            };
-            out.push(Event {
-                header,
-                payload: Payload::FirstByteSummary(info.tally),
-            });
         }
         Ok(out)
+    }
+}
+
+/// What the kernel holds for open upstream connection `sk` and has not written: its held
+/// records (`tracer_common::sock::Held`), with their own times, and its `ttfb` tally, dated
+/// `now_ns`.
+fn unwritten(sk: u64, info: &SockInfo, now_ns: u64, out: &mut Vec<Event>) {
+    let mut push = |ts_ns: u64, payload: Payload| {
+        let header = EventHeader {
+            kind: payload.kind() as u16,
+            role: info.role,
+            _pad: [0; 5],
+            ts_ns,
+            tgid: info.tgid,
+            tid: info.tid,
+            cookie: info.cookie,
+            sock: sk,
+            peer: info.peer,
+            comm: info.comm,
+            tuple: info.tuple,
+        };
+        out.push(Event { header, payload });
+    };
+    let h = &info.held_records;
+    if info.held & HELD_CONNECT != 0 {
+        let start = ConnectStart {
+            syn_ns: info.start_ns,
+        };
+        push(h.connect_ns, Payload::ConnectStart(start));
+        let connected = Connected {
+            latency_ns: h.connect_ns.saturating_sub(info.start_ns),
+            syn_retransmits: info.syn_retrans,
+            srtt_us: h.connect_srtt_us,
+        };
+        push(h.connect_ns, Payload::Connected(connected));
+    }
+    if info.held & HELD_TTFB != 0 {
+        let first = FirstByte {
+            ttfb_ns: h.ttfb_ns,
+            request_bytes: h.request_bytes,
+            idle_ns: 0,
+            request_no: 1,
+            why: TTFB_SAMPLE,
+        };
+        push(h.first_byte_ns, Payload::FirstByte(first));
+    }
+    if info.held & HELD_PEER_CLOSE != 0 {
+        let exchange = Exchange {
+            requests: info.requests,
+            idle_ns: h.peer_idle_ns,
+            bytes_received: h.peer_bytes,
+            ..Exchange::default()
+        };
+        push(h.peer_close_ns, Payload::PeerClose(PeerClose { exchange }));
+    }
+    if info.tally.requests != 0 {
+        push(now_ns, Payload::FirstByteSummary(info.tally));
     }
 }
 

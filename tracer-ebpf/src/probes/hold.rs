@@ -1,0 +1,146 @@
+//! Held records: the routine records of a young upstream connection are kept in its `SOCKS`
+//! entry instead of written, and go out with its `close`, or as records of their own once the
+//! connection lives on.
+//!
+//! Without keep-alive towards the upstream, every request opened a connection that wrote five
+//! records (`connect_start`, `connect`, `ttfb`, `peer_close`, `close`), all routine when the
+//! request went well: five ring reservations in the proxy's system calls and softirqs, and
+//! five records for the tracer to decode, correlate and write. Held, such a connection writes
+//! one. None of the held records explains a failure, so no verdict waits for them; what a
+//! verdict needs (resets, refused connects, a close with a request outstanding, a retry's
+//! first byte) is never held.
+
+use tracer_common::{
+    event::{Closed, ConnectStart, Connected, EventKind, FirstByte, ROLE_UPSTREAM, TTFB_SAMPLE},
+    sock::{HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB},
+};
+
+use crate::maps::SockEntry as _;
+use crate::{
+    kernel::hold,
+    maps::{SockInfo, emit},
+};
+
+/// A connection still holding its `connect` releases it at its first read this long after
+/// the handshake: a pooled connection's records then arrive within about a second.
+const HOLD_NS: u64 = 1_000_000_000;
+
+/// Holds the `connect_start` and `connect` of upstream socket `info`, whose handshake
+/// completed at `ts`. Returns false when they are to be written now: holding is off, or the
+/// `connect_start` is out already (a SYN was retransmitted).
+#[inline(always)]
+pub fn hold_connect(info: &mut SockInfo, ts: u64, srtt_us: u32) -> bool {
+    if !hold() || info.role != ROLE_UPSTREAM {
+        return false;
+    }
+    info.held = HELD_CONNECT;
+    info.held_records.connect_ns = ts;
+    info.held_records.connect_srtt_us = srtt_us;
+    true
+}
+
+/// Holds the `ttfb` of a connection's first request when its `connect` is held too.
+#[inline(always)]
+pub fn hold_first_byte(info: &mut SockInfo, ttfb_ns: u64, ts: u64) -> bool {
+    if info.held & HELD_CONNECT == 0 || info.requests != 1 {
+        return false;
+    }
+    info.held |= HELD_TTFB;
+    info.held_records.first_byte_ns = ts;
+    info.held_records.ttfb_ns = ttfb_ns;
+    info.held_records.request_bytes = info.req_bytes;
+    true
+}
+
+/// Holds a `peer_close` that came with no request outstanding (the upstream closed after its
+/// answer, or an idle pooled connection).
+#[inline(always)]
+pub fn hold_peer_close(info: &mut SockInfo, ts: u64, idle_ns: u64, bytes: u64) -> bool {
+    if !hold() || info.role != ROLE_UPSTREAM {
+        return false;
+    }
+    info.held |= HELD_PEER_CLOSE;
+    info.held_records.peer_close_ns = ts;
+    info.held_records.peer_idle_ns = idle_ns;
+    info.held_records.peer_bytes = bytes;
+    true
+}
+
+/// Whether a read at `ts` of upstream socket `info` releases its held `connect` (and first
+/// `ttfb`): a second request's first byte (`answering` with responses completed before), or
+/// any read a second after the handshake.
+#[inline(always)]
+pub fn due(info: &SockInfo, answering: bool, ts: u64) -> bool {
+    info.held & HELD_CONNECT != 0
+        && ((answering && info.requests > 0)
+            || ts.wrapping_sub(info.held_records.connect_ns) >= HOLD_NS)
+}
+
+/// Writes the held `connect_start`, `connect` and first `ttfb` as the records they would have
+/// been, with their own times. A held `peer_close` stays for the `close`.
+// Out of line: three records' worth of code, run once per pooled connection.
+#[inline(never)]
+pub fn release(sk: u64, info: &mut SockInfo) {
+    let h = info.held_records;
+    let tuple = info.tuple_of(sk);
+    let start = ConnectStart {
+        syn_ns: info.start_ns,
+    };
+    emit(
+        EventKind::ConnectStart,
+        sk,
+        info,
+        &tuple,
+        h.connect_ns,
+        start,
+    );
+    let connected = Connected {
+        latency_ns: h.connect_ns - info.start_ns,
+        syn_retransmits: info.syn_retrans,
+        srtt_us: h.connect_srtt_us,
+    };
+    emit(
+        EventKind::Connected,
+        sk,
+        info,
+        &tuple,
+        h.connect_ns,
+        connected,
+    );
+    if info.held & HELD_TTFB != 0 {
+        let first = FirstByte {
+            ttfb_ns: h.ttfb_ns,
+            request_bytes: h.request_bytes,
+            idle_ns: 0,
+            request_no: 1,
+            why: TTFB_SAMPLE,
+        };
+        emit(
+            EventKind::FirstByte,
+            sk,
+            info,
+            &tuple,
+            h.first_byte_ns,
+            first,
+        );
+    }
+    info.held &= !(HELD_CONNECT | HELD_TTFB);
+}
+
+/// Copies what the held records say into the connection's `close`.
+#[inline(always)]
+pub fn fold_into(info: &SockInfo, close: &mut Closed) {
+    let h = &info.held_records;
+    close.held = info.held;
+    close.requests = info.requests;
+    if info.held & HELD_CONNECT != 0 {
+        close.connect_latency_ns = h.connect_ns - info.start_ns;
+    }
+    if info.held & HELD_TTFB != 0 {
+        close.ttfb_ns = h.ttfb_ns;
+        close.request_bytes = h.request_bytes;
+    }
+    if info.held & HELD_PEER_CLOSE != 0 {
+        close.peer_idle_ns = h.peer_idle_ns;
+    }
+}
