@@ -243,12 +243,29 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
     assert!(r["bytes_received"].as_u64().unwrap_or(0) > 0, "{r}");
     assert_eq!(r["awaiting_response"], false);
     assert!(recs.to("peer_close", &up.addr).is_empty());
-    // The socket's summary names both ends, as its other records do. The reset does not
-    // release what the connection held: its connect and first byte are in the close.
+    // The socket's summary names both ends, as its other records do.
     let close = only(&recs, "close", &up.addr);
     assert_eq!(close["laddr"], r["laddr"], "{close}");
-    assert!(f(&close["connect_us"]) > 0.0, "{close}");
-    assert!(f(&close["ttfb_us"]) > 0.0, "{close}");
+    // The reset released what the connection held, just before it: its connect_start,
+    // connect and first byte come first, with their own times.
+    let at = |kind: &str| {
+        recs.0
+            .iter()
+            .position(|x| x["type"] == kind && x["raddr"] == up.addr.as_str())
+            .unwrap_or_else(|| panic!("no {kind}:\n{}", recs.dump()))
+    };
+    assert!(
+        at("connect_start") < at("connect")
+            && at("connect") < at("ttfb")
+            && at("ttfb") < at("reset_received"),
+        "{}",
+        recs.dump()
+    );
+    let ttfb = only(&recs, "ttfb", &up.addr);
+    assert!(ttfb["time"].as_str() < r["time"].as_str(), "{ttfb}\n{r}");
+    for held in ["connect_us", "ttfb_us"] {
+        assert!(close.get(held).is_none(), "{held} in {close}");
+    }
     Ok(())
 }
 
@@ -266,6 +283,10 @@ fn fin_before_response_reports_peer_close_awaiting_response() -> anyhow::Result<
     assert_owner(p, pid, &lab);
     assert_eq!(p["awaiting_response"], true);
     assert_eq!(p["bytes_received"], 0);
+    // A failure releases the held connect first, so the close has no `connect_us`.
+    let c = only(&recs, "connect", &up.addr);
+    assert!(c["time"].as_str() < p["time"].as_str(), "{c}\n{p}");
+    assert!(only(&recs, "close", &up.addr).get("connect_us").is_none());
     assert!(recs.to("ttfb", &up.addr).is_empty());
     assert!(recs.to("reset_received", &up.addr).is_empty());
     Ok(())

@@ -306,7 +306,8 @@ pub fn emit_as<P: Copy + 'static>(
 /// failure (resets, refused and failed connects, responses, drops, retransmits, a close
 /// while a request was outstanding) wake the reader at once, so verdicts are not delayed;
 /// the reader then drains everything in the ring, routine records included. Routine records
-/// (connects, first bytes and their summaries, accepts, closes, an answered peer close) wake
+/// (connects, first bytes and their summaries, accepts, closes, an answered peer close, a
+/// reset sent with no request outstanding) wake
 /// it only when this CPU has written its share of an eighth of the ring since its own last
 /// wake-up, so that the ring cannot fill between drains; otherwise they wait for the reader,
 /// which also drains the ring on a timer (`tracer/src/run.rs`, `DRAIN_EVERY`).

@@ -13,6 +13,7 @@ use crate::maps::SockEntry as _;
 use crate::{
     kernel::{drop_ignored, off, read},
     maps::{FLOWS, SOCKS, emit, now},
+    probes::hold::release_before_failure,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -52,10 +53,12 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
         sk = found;
         inbound = dir;
     }
-    // SAFETY: as above.
-    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
         return 0;
     };
+    // SAFETY: a valid map value pointer, used within this program run.
+    let info = unsafe { &mut *p };
+    release_before_failure(sk, info);
     let payload = Drop {
         reason,
         inbound,

@@ -18,7 +18,7 @@ use tracer_common::{
 use crate::maps::SockEntry as _;
 use crate::{
     kernel::hold,
-    maps::{SockInfo, emit},
+    maps::{F_AFTER_FAILURE, SockInfo, emit},
 };
 
 /// A connection still holding its `connect` releases it at its first read this long after
@@ -67,17 +67,29 @@ pub fn hold_peer_close(info: &mut SockInfo, ts: u64, idle_ns: u64, bytes: u64) -
 }
 
 /// Whether a read at `ts` of upstream socket `info` releases its held `connect` (and first
-/// `ttfb`): a second request's first byte (`answering` with responses completed before), or
-/// any read a second after the handshake.
+/// `ttfb`): a second request's first byte (`answering` with responses completed before), any
+/// read a second after the handshake, or a first byte that is written at once: its status is
+/// reported, or it may be a retry.
 #[inline(always)]
-pub fn due(info: &SockInfo, answering: bool, ts: u64) -> bool {
+pub fn due(info: &SockInfo, answering: bool, reported: bool, ts: u64) -> bool {
     info.held & HELD_CONNECT != 0
-        && ((answering && info.requests > 0)
+        && ((answering && (info.requests > 0 || reported || info.flags & F_AFTER_FAILURE != 0))
             || ts.wrapping_sub(info.held_records.connect_ns) >= HOLD_NS)
 }
 
+/// Before a record that may explain a failure of socket `info`: what it holds is written
+/// first, so that the failure follows the connection's story in the file and in a verdict's
+/// evidence.
+#[inline(always)]
+pub fn release_before_failure(sk: u64, info: &mut SockInfo) {
+    if info.held & HELD_CONNECT != 0 {
+        release(sk, info);
+    }
+}
+
 /// Writes the held `connect_start`, `connect` and first `ttfb` as the records they would have
-/// been, with their own times. A held `peer_close` stays for the `close`.
+/// been, with their own times. A held `peer_close` stays for the `close`: the proxy closes
+/// the connection right after it.
 // Out of line: three records' worth of code, run once per pooled connection.
 #[inline(never)]
 pub fn release(sk: u64, info: &mut SockInfo) {

@@ -103,15 +103,19 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     }
     let ts = now();
     let answering = info.req_start_ns != 0;
-    if hold::due(info, answering, ts) {
+    // The buffer of the read around us starts with the status line.
+    let status = if answering && ret >= 12 {
+        syscall_status()
+    } else {
+        None
+    };
+    if hold::due(info, answering, status.is_some(), ts) {
         hold::release(sk, info);
     }
     if answering {
         info.requests += 1;
         let ttfb_ns = ts - info.req_start_ns;
         info.req_start_ns = 0;
-        // The buffer of the read around us starts with the status line.
-        let status = if ret >= 12 { syscall_status() } else { None };
         on_first_byte(sk, info, ttfb_ns, ts, status.is_some());
         if let Some((status, via)) = status {
             emit_status(EventKind::UpstreamResponse, sk, info, status, via, ts);

@@ -11,7 +11,8 @@ use tracer_common::{
 use crate::maps::SockEntry as _;
 use crate::{
     kernel::{off, read, sk_state},
-    maps::{F_RST_RX, SOCKS, emit, exchange, now},
+    maps::{F_RST_RX, SOCKS, emit, emit_as, exchange, now},
+    probes::hold::release_before_failure,
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_receive_reset(struct sock *sk)`, from tcp_reset() before the
@@ -25,6 +26,7 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     // SAFETY: a valid map value pointer, used within this program run.
     let info = unsafe { &mut *p };
     info.flags |= F_RST_RX;
+    release_before_failure(sk, info);
     let ts = now();
     let payload = Reset {
         reason: 0,
@@ -52,10 +54,18 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
     if sk == 0 {
         return 0;
     }
-    // SAFETY: the reference lives only within this program run.
-    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
         return 0;
     };
+    // SAFETY: a valid map value pointer, used within this program run.
+    let info = unsafe { &mut *p };
+    // With no request outstanding, a reset is how the proxy closes (HAProxy closes upstream
+    // connections abortively): routine, like a close, and it leaves held records held. With
+    // one outstanding, the proxy gave up on the upstream.
+    let awaiting = info.req_start_ns != 0;
+    if awaiting {
+        release_before_failure(sk, info);
+    }
     let reason = if off!(arg_send_reset_reason) != UNKNOWN {
         ctx.arg::<u32>(2)
     } else {
@@ -68,8 +78,9 @@ pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
         _pad: [0; 3],
         exchange: exchange(info, read::<u64>(sk, off!(tcp_bytes_received)), ts),
     };
-    emit(
+    emit_as(
         EventKind::ResetSent,
+        !awaiting,
         sk,
         info,
         &info.tuple_of(sk),

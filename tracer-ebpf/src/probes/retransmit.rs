@@ -9,7 +9,7 @@ use crate::maps::SockEntry as _;
 use crate::{
     kernel::{TCP_SYN_SENT, sk_state},
     maps::{SOCKS, emit, now},
-    probes::state::connect_started,
+    probes::{hold::release_before_failure, state::connect_started},
 };
 
 /// Hook: BTF tracepoint `tcp:tcp_retransmit_skb(const struct sock *sk, const struct sk_buff
@@ -29,6 +29,7 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
         info.syn_retrans += 1;
         connect_started(sk, info, &tuple);
     }
+    release_before_failure(sk, info);
     let payload = Retransmit {
         state,
         _pad: [0; 3],

@@ -25,7 +25,7 @@ use crate::{
         F_ESTABLISHED, F_RST_RX, F_START_PENDING, FLOWS, LISTEN_PORTS, SOCKS, SockInfo, emit,
         emit_as, exchange, exchange_as, flow_key, link_to_client, now, track,
     },
-    probes::hold::{hold_connect, hold_peer_close},
+    probes::hold::{hold_connect, hold_peer_close, release_before_failure},
 };
 
 const EADDRNOTAVAIL: i32 = 99;
@@ -198,11 +198,10 @@ fn on_peer_close(sk: u64) {
     // 10,000 requests). The FIN itself takes one sequence number.
     // Read only when the cheaper tests leave the question open.
     let awaiting = info.req_start_ns != 0 && bytes <= info.rx_at_req && unread(sk) <= 1;
-    if !awaiting {
-        let idle_ns = ts.saturating_sub(info.last_rx_ns);
-        if hold_peer_close(info, ts, idle_ns, bytes) {
-            return;
-        }
+    if awaiting {
+        release_before_failure(sk, info);
+    } else if hold_peer_close(info, ts, ts.saturating_sub(info.last_rx_ns), bytes) {
+        return;
     }
     let payload = PeerClose {
         exchange: exchange_as(info, awaiting, bytes, ts),
@@ -229,13 +228,15 @@ fn unread(sk: u64) -> u32 {
 /// is outstanding: that is a proxy giving up (a read timeout), not a keep-alive close.
 #[inline(always)]
 fn on_local_close(sk: u64) {
-    // SAFETY: the reference lives only within this program run.
-    let Some(info) = (unsafe { SOCKS.get(&sk) }) else {
+    let Some(p) = SOCKS.get_ptr_mut(&sk) else {
         return;
     };
+    // SAFETY: as in `on_established`.
+    let info = unsafe { &mut *p };
     if info.role != ROLE_UPSTREAM || info.req_start_ns == 0 {
         return;
     }
+    release_before_failure(sk, info);
     let ts = now();
     let bytes = read::<u64>(sk, off!(tcp_bytes_received));
     let payload = PeerClose {
