@@ -124,6 +124,10 @@ fn rotated_logs_are_followed_and_bad_lines_counted() -> anyhow::Result<()> {
         .open(&log)?
         .write_all(b"garbage line\n")?;
     assert_eq!(proxy.get(&lab, "refused")?, 502);
+    // Healthy lines are read and counted, and nothing more.
+    for _ in 0..3 {
+        assert_eq!(proxy.get(&lab, "ok")?, 200);
+    }
     let recs = finish(tracer)?;
     let logs = access_logs(&recs);
     assert_eq!(
@@ -139,5 +143,7 @@ fn rotated_logs_are_followed_and_bad_lines_counted() -> anyhow::Result<()> {
     );
     let stats = recs.final_stats().expect("stats");
     assert_eq!(stats["log_unparsed"], 1, "{stats}");
+    // Four 502s, three 200s and the garbage line.
+    assert_eq!(stats["log_lines"], 8, "{stats}");
     Ok(())
 }

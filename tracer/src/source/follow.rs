@@ -14,8 +14,9 @@ const MAX_LINE: usize = 64 * 1024;
 const CHUNK: usize = 64 * 1024;
 
 /// Bytes read per poll, so that a large backlog comes back in batches rather than as one
-/// huge vector; the rest is read by the following polls.
-const MAX_READ_PER_POLL: u64 = 4 * 1024 * 1024;
+/// huge vector; the rest is read by the following polls. A full batch is a few thousand
+/// lines, whose strings are the follower's largest use of memory.
+const MAX_READ_PER_POLL: u64 = 512 * 1024;
 
 /// Follows a growing file like `tail -F`.
 pub struct Follower {
@@ -24,6 +25,8 @@ pub struct Follower {
     current: Option<Current>,
     lines: LineBuffer,
     chunk: Vec<u8>,
+    /// Whether the last poll read to the end of the file (not stopped by the per-poll limit).
+    caught_up: bool,
 }
 
 /// An open file and how far it has been read.
@@ -156,6 +159,7 @@ impl Follower {
             current,
             lines,
             chunk: vec![0; CHUNK],
+            caught_up: true,
         })
     }
 
@@ -165,7 +169,7 @@ impl Follower {
         if self.current.is_none() {
             // A file that appears is new: all of it is unread.
             self.current = Current::open(&self.path)?;
-            self.drain(&mut out)?;
+            self.caught_up = self.drain(&mut out)?;
             return Ok(out);
         }
         // Look at what the path names before draining: once the writer has put data in a new
@@ -184,14 +188,21 @@ impl Follower {
             Err(e) => return Err(e),
         };
         let complete = self.drain(&mut out)?;
+        self.caught_up = complete;
         if replaced && complete {
             self.lines.finish(&mut out);
             // If the path vanished again since the look above, this waits for it like a
             // missing file; the old file is finished either way.
             self.current = Current::open(&self.path)?;
-            self.drain(&mut out)?;
+            self.caught_up = self.drain(&mut out)?;
         }
         Ok(out)
+    }
+
+    /// Whether the last poll read everything there was: when not, the next poll has more
+    /// at once.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// Lines dropped for being too long.
@@ -492,14 +503,15 @@ mod tests {
         let mut f = Follower::open(&log, false).unwrap();
         let first = f.poll().unwrap().len();
         assert!(first < count);
+        assert!(!f.caught_up(), "a batch short of the end says so");
         let mut total = first;
-        loop {
-            let n = f.poll().unwrap().len();
-            if n == 0 {
-                break;
-            }
-            total += n;
+        let mut polls = 1;
+        while !f.caught_up() {
+            total += f.poll().unwrap().len();
+            polls += 1;
         }
         assert_eq!(total, count);
+        assert_eq!(polls, 3, "two full batches, then the rest");
+        assert!(f.poll().unwrap().is_empty() && f.caught_up());
     }
 }
