@@ -556,9 +556,13 @@ fn a_listener_older_than_the_tracer_on_an_ephemeral_port_has_client_sockets() ->
     let recs = tracer.stop()?;
 
     let c = only(&recs, "close", &up.addr);
-    let acc = only(&recs, "accept", c["laddr"].as_str().unwrap_or_default());
-    assert_eq!(acc["role"], "client", "{acc}");
-    assert_eq!(acc["pid"], up.pid, "{acc}");
+    // The server's end: a client connection with one request, whose accept was held and
+    // whose close is its one record.
+    let curl_end = c["laddr"].as_str().unwrap_or_default();
+    let server_end = only(&recs, "close", curl_end);
+    assert_eq!(server_end["role"], "client", "{server_end}");
+    assert_eq!(server_end["pid"], up.pid, "{server_end}");
+    assert!(recs.to("accept", curl_end).is_empty(), "{}", recs.dump());
     Ok(())
 }
 
@@ -716,16 +720,33 @@ fn a_new_upstream_connection_stays_linked_to_the_client_it_was_opened_for() -> a
     );
     assert!(a.is_u64() && b.is_u64() && a != b, "cookies {a} {b}");
     let u_laddr = format!("{}:{u_port}", lab.px_addr);
-    // The connection's one record, its close, carries its held connect and first byte.
-    let found = recs.from("close", &u_laddr);
-    assert_eq!(found.len(), 1, "close from {u_laddr}:\n{}", recs.dump());
-    let close = found[0];
-    assert!(f(&close["ttfb_us"]) > 0.0, "{close}");
-    assert_eq!(
-        close["peer"], a,
-        "the upstream connection must name client A (B is {b}): {close}"
-    );
-    // And the client connection names the upstream one it was served by.
-    assert_eq!(response(a_port)["peer"], close["cookie"], "{close}");
+    // The upstream connection was still open when A's 502 was written: the response released
+    // what it held, so its connect and first byte come before the response, naming client A.
+    let at = |kind: &str, laddr: &str| {
+        recs.0
+            .iter()
+            .position(|r| r["type"] == kind && r["laddr"] == laddr)
+            .unwrap_or(usize::MAX)
+    };
+    let a_laddr = format!("{}:{a_port}", lab.px_addr);
+    for kind in ["connect", "ttfb"] {
+        let found = recs.from(kind, &u_laddr);
+        assert_eq!(found.len(), 1, "{kind} from {u_laddr}:\n{}", recs.dump());
+        assert_eq!(
+            found[0]["peer"], a,
+            "{kind} must name client A (B is {b}): {}",
+            found[0]
+        );
+        assert!(
+            at(kind, &u_laddr) < at("response", &a_laddr),
+            "{kind} before A's response:\n{}",
+            recs.dump()
+        );
+        // And the client connection names the upstream one it was served by.
+        assert_eq!(response(a_port)["peer"], found[0]["cookie"], "{}", found[0]);
+    }
+    let close = recs.from("close", &u_laddr);
+    assert_eq!(close.len(), 1, "close from {u_laddr}:\n{}", recs.dump());
+    assert!(close[0].get("connect_us").is_none(), "{}", close[0]);
     Ok(())
 }

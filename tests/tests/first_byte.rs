@@ -333,3 +333,50 @@ fn held_records_of_connections_open_at_exit_are_written() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// The upstream's end of a kept-alive connection is a client connection of a watched process:
+/// its held `accept` is released at its second request, dated when it was adopted. The
+/// client's FIN, with no request outstanding, is held for the close.
+#[test]
+fn a_client_connection_that_lives_on_releases_its_accept() -> anyhow::Result<()> {
+    require_root();
+    let mut lab = Lab::new("ttfba")?;
+    let up = lab.upstream("ok", 8080, None)?;
+    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
+    let laddr = client(&lab, &["plain", &up.addr, "3", "0"])?;
+    let recs = tracer.stop()?;
+
+    // The server's records of that connection name the client's end as their remote address.
+    let accept = recs.to("accept", &laddr);
+    assert_eq!(accept.len(), 1, "{}", recs.dump());
+    let accept = accept[0];
+    assert_eq!(accept["role"], "client", "{accept}");
+    let close = recs.to("close", &laddr);
+    assert_eq!(close.len(), 1, "{}", recs.dump());
+    let close = close[0];
+    assert!(
+        accept["time"].as_str() < close["time"].as_str(),
+        "{accept}\n{close}"
+    );
+    let at = |kind: &str| {
+        recs.0
+            .iter()
+            .position(|r| r["type"] == kind && r["raddr"] == laddr.as_str())
+            .unwrap_or(usize::MAX)
+    };
+    assert!(at("accept") < at("close"), "{}", recs.dump());
+    // Released at the server's read of request 2, before the client's first byte of it
+    // released the client's own held connect: not at the close.
+    let client_connect = recs
+        .0
+        .iter()
+        .position(|r| r["type"] == "connect" && r["laddr"] == laddr.as_str())
+        .unwrap_or_else(|| panic!("no connect from {laddr}:\n{}", recs.dump()));
+    assert!(at("accept") < client_connect, "{}", recs.dump());
+    assert!(recs.to("peer_close", &laddr).is_empty(), "{}", recs.dump());
+    assert!(
+        us(&close["peer_close_idle_us"]) >= 0.0,
+        "the client's FIN, held: {close}"
+    );
+    Ok(())
+}

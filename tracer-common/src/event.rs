@@ -265,9 +265,11 @@ pub struct Closed {
     pub ttfb_ns: u64,
     /// Bytes written for the first request ([`crate::sock::HELD_TTFB`]).
     pub request_bytes: u64,
-    /// Idle time when the upstream closed the connection with no request outstanding
+    /// Idle time when the peer closed the connection with no request outstanding
     /// ([`crate::sock::HELD_PEER_CLOSE`]).
     pub peer_idle_ns: u64,
+    /// When the peer's FIN came ([`crate::sock::HELD_PEER_CLOSE`]).
+    pub peer_close_ns: u64,
 }
 
 /// Payload of [`EventKind::FirstByte`].

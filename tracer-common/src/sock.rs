@@ -27,8 +27,9 @@ pub struct SockInfo {
     pub rx_at_req: u64,
     /// Cookie of the linked socket (see `EventHeader::peer`).
     pub peer: u64,
-    /// On an upstream socket, the linked client socket (`struct sock *`), to mark it when
-    /// this connection fails; 0 when not linked.
+    /// The linked socket (`struct sock *`), 0 when not linked. On an upstream socket, the
+    /// client, to mark it when this connection fails; on a client socket, the upstream, whose
+    /// held records a reported response releases.
     pub peer_sk: u64,
     pub syn_retrans: u32,
     pub retrans: u32,
@@ -42,7 +43,9 @@ pub struct SockInfo {
     /// Which routine records of this connection are held in [`SockInfo::held_records`]
     /// (`HELD_*`), to be written with its `close` or released as records of their own.
     pub held: u8,
-    pub _pad: [u8; 5],
+    /// Reads of a client socket while its `accept` is held (saturating).
+    pub client_reads: u8,
+    pub _pad: [u8; 4],
     /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
     /// retransmit, or from adoption. The records of every request copy them from here instead
     /// of reading the socket again.
@@ -62,13 +65,16 @@ pub const HELD_CONNECT: u8 = 1;
 pub const HELD_TTFB: u8 = 2;
 /// [`SockInfo::held`]: a `peer_close` with no request outstanding is held.
 pub const HELD_PEER_CLOSE: u8 = 4;
+/// [`SockInfo::held`]: a client connection's `accept` is held.
+pub const HELD_ACCEPT: u8 = 8;
 
-/// The routine records of a young upstream connection, held in the kernel instead of written.
+/// The routine records of a young connection, held in the kernel instead of written.
 ///
-/// A connection that carries one request (nginx's default towards upstreams) wrote five
-/// records: `connect_start`, `connect`, `ttfb`, `peer_close` and `close`. Held, what the first
-/// four say goes into the `close` (`Closed`), or, for a connection that lives on, out as their
-/// own records at its second request or at its first read a second after the handshake.
+/// An upstream connection that carries one request (nginx's default towards upstreams) wrote
+/// five records: `connect_start`, `connect`, `ttfb`, `peer_close` and `close`; a client
+/// connection that carries one request, `accept`, `peer_close` and `close`. Held, what the
+/// others say goes into the `close` (`Closed`), or, for a connection that lives on or fails,
+/// out as their own records (`tracer-ebpf/src/probes/hold.rs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Held {

@@ -140,11 +140,11 @@ pub fn track(sk: u64, info: &SockInfo) -> bool {
     true
 }
 
-/// Links an upstream socket to the client connection the current thread last read from: a
+/// Links upstream socket `sk` to the client connection the current thread last read from: a
 /// proxy worker reads a request, then connects or writes upstream for it. A client that saw
 /// an upstream fail passes that on: this request may be the retry.
 #[inline(always)]
-pub fn link_to_client(info: &mut SockInfo) {
+pub fn link_to_client(sk: u64, info: &mut SockInfo) {
     // SAFETY: copied out at once.
     let Some(client) = (unsafe { LAST_CLIENT.get(&info.tid) }).copied() else {
         return;
@@ -155,6 +155,7 @@ pub fn link_to_client(info: &mut SockInfo) {
         // SAFETY: a valid map value pointer, used within this program run.
         unsafe {
             (*c).peer = info.cookie;
+            (*c).peer_sk = sk;
             if (*c).flags & F_UPSTREAM_FAILED != 0 {
                 (*c).flags &= !F_UPSTREAM_FAILED;
                 info.flags |= F_AFTER_FAILURE;

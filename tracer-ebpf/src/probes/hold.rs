@@ -1,29 +1,41 @@
-//! Held records: the routine records of a young upstream connection are kept in its `SOCKS`
-//! entry instead of written, and go out with its `close`, or as records of their own once the
-//! connection lives on.
+//! Held records: the routine records of a young connection are kept in its `SOCKS` entry
+//! instead of written, and go out with its `close`, or as records of their own once the
+//! connection lives on or fails.
 //!
 //! Without keep-alive towards the upstream, every request opened a connection that wrote five
 //! records (`connect_start`, `connect`, `ttfb`, `peer_close`, `close`), all routine when the
 //! request went well: five ring reservations in the proxy's system calls and softirqs, and
 //! five records for the tracer to decode, correlate and write. Held, such a connection writes
-//! one. None of the held records explains a failure, so no verdict waits for them; what a
-//! verdict needs (resets, refused connects, a close with a request outstanding, a retry's
-//! first byte) is never held.
+//! one. A client connection that carries one request wrote three (`accept`, `peer_close`,
+//! `close`), and writes one. None of the held records explains a failure, so no verdict waits
+//! for them; what a verdict needs (resets, refused connects, a close with a request
+//! outstanding, a retry's first byte, a response's status) is never held.
 
 use tracer_common::{
-    event::{Closed, ConnectStart, Connected, EventKind, FirstByte, ROLE_UPSTREAM, TTFB_SAMPLE},
-    sock::{HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB},
+    event::{
+        Accepted, Closed, ConnectStart, Connected, EventKind, FirstByte, ROLE_CLIENT,
+        ROLE_UPSTREAM, TTFB_SAMPLE,
+    },
+    sock::{HELD_ACCEPT, HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB},
 };
 
 use crate::maps::SockEntry as _;
 use crate::{
     kernel::hold,
-    maps::{F_AFTER_FAILURE, SockInfo, emit},
+    maps::{F_AFTER_FAILURE, SOCKS, SockInfo, emit},
 };
 
 /// A connection still holding its `connect` releases it at its first read this long after
 /// the handshake: a pooled connection's records then arrive within about a second.
 const HOLD_NS: u64 = 1_000_000_000;
+
+/// A client connection releases its held `accept` at this read: a connection kept alive
+/// for a second request is one that lives on. Counted rather than timed, because the client
+/// read path takes no timestamp.
+const ACCEPT_HELD_READS: u8 = 2;
+
+/// Records that release what a connection holds.
+const RELEASED_BY_FAILURE: u8 = HELD_ACCEPT | HELD_CONNECT;
 
 /// Holds the `connect_start` and `connect` of upstream socket `info`, whose handshake
 /// completed at `ts`. Returns false when they are to be written now: holding is off, or the
@@ -52,11 +64,35 @@ pub fn hold_first_byte(info: &mut SockInfo, ttfb_ns: u64, ts: u64) -> bool {
     true
 }
 
+/// Holds the `accept` of a client connection adopted now. Returns false when it is to be
+/// written now.
+#[inline(always)]
+pub fn hold_accept(info: &mut SockInfo) -> bool {
+    if !hold() || info.role != ROLE_CLIENT {
+        return false;
+    }
+    info.held = HELD_ACCEPT;
+    true
+}
+
+/// Counts a read of client socket `info`; the read that shows the connection lives on
+/// releases its held `accept`.
+#[inline(always)]
+pub fn on_client_read(sk: u64, info: &mut SockInfo) {
+    if info.held & HELD_ACCEPT == 0 {
+        return;
+    }
+    info.client_reads = info.client_reads.saturating_add(1);
+    if info.client_reads >= ACCEPT_HELD_READS {
+        release(sk, info);
+    }
+}
+
 /// Holds a `peer_close` that came with no request outstanding (the upstream closed after its
-/// answer, or an idle pooled connection).
+/// answer, or an idle pooled connection; a client that closed).
 #[inline(always)]
 pub fn hold_peer_close(info: &mut SockInfo, ts: u64, idle_ns: u64, bytes: u64) -> bool {
-    if !hold() || info.role != ROLE_UPSTREAM {
+    if !hold() {
         return false;
     }
     info.held |= HELD_PEER_CLOSE;
@@ -77,24 +113,61 @@ pub fn due(info: &SockInfo, answering: bool, reported: bool, ts: u64) -> bool {
             || ts.wrapping_sub(info.held_records.connect_ns) >= HOLD_NS)
 }
 
-/// Before a record that may explain a failure of socket `info`: what it holds is written
-/// first, so that the failure follows the connection's story in the file and in a verdict's
-/// evidence.
+/// A response with a reported status on client socket `info`: the upstream connection that
+/// served it releases what it holds. A proxy may write its 502 before the upstream socket is
+/// destroyed (nginx closes an upstream that sent a bad header, and the socket lives on in
+/// FIN_WAIT until the upstream closes too): without this the correlator would not know, when
+/// the response came, which upstream carried it. The cookie check keeps a socket address
+/// reused by another connection from being released.
+#[inline(always)]
+pub fn release_upstream_of(info: &SockInfo) {
+    if info.peer_sk == 0 {
+        return;
+    }
+    let Some(p) = SOCKS.get_ptr_mut(&info.peer_sk) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer, used within this program run. The upstream's own
+    // programs may run at the same time on another CPU: a race can release its records
+    // twice, which a reader sees as one record written again.
+    let up = unsafe { &mut *p };
+    if up.cookie == info.peer && up.role == ROLE_UPSTREAM {
+        release_before_failure(info.peer_sk, up);
+    }
+}
+
+/// Before a record that may explain a failure of socket `info` (or a client's response
+/// status): what it holds is written first, so that the failure follows the connection's
+/// story in the file and in a verdict's evidence.
 #[inline(always)]
 pub fn release_before_failure(sk: u64, info: &mut SockInfo) {
-    if info.held & HELD_CONNECT != 0 {
+    if info.held & RELEASED_BY_FAILURE != 0 {
         release(sk, info);
     }
 }
 
-/// Writes the held `connect_start`, `connect` and first `ttfb` as the records they would have
-/// been, with their own times. A held `peer_close` stays for the `close`: the proxy closes
-/// the connection right after it.
-// Out of line: three records' worth of code, run once per pooled connection.
+/// Writes the held `accept`, or `connect_start`, `connect` and first `ttfb`, as the records
+/// they would have been, with their own times. A held `peer_close` stays for the `close`: the
+/// proxy closes the connection right after it.
+// Out of line: four records' worth of code, run once per long-lived connection.
 #[inline(never)]
 pub fn release(sk: u64, info: &mut SockInfo) {
-    let h = info.held_records;
     let tuple = info.tuple_of(sk);
+    if info.held & HELD_ACCEPT != 0 {
+        info.held &= !HELD_ACCEPT;
+        emit(
+            EventKind::Accepted,
+            sk,
+            info,
+            &tuple,
+            info.start_ns,
+            Accepted::default(),
+        );
+    }
+    if info.held & HELD_CONNECT == 0 {
+        return;
+    }
+    let h = info.held_records;
     let start = ConnectStart {
         syn_ns: info.start_ns,
     };
@@ -154,5 +227,6 @@ pub fn fold_into(info: &SockInfo, close: &mut Closed) {
     }
     if info.held & HELD_PEER_CLOSE != 0 {
         close.peer_idle_ns = h.peer_idle_ns;
+        close.peer_close_ns = h.peer_close_ns;
     }
 }

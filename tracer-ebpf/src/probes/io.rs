@@ -65,7 +65,7 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
             // thread may have read other clients' requests.
             info.tid = pid_tgid as u32;
             if info.requests > 0 || info.peer == 0 {
-                link_to_client(info);
+                link_to_client(skp as u64, info);
             }
         }
         info.req_bytes += ret as u64;
@@ -96,6 +96,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
             cookie: info.cookie,
         };
         put(&LAST_CLIENT, pid_tgid as u32, &client);
+        hold::on_client_read(sk, info);
         return 0;
     }
     if info.role != ROLE_UPSTREAM {
@@ -146,9 +147,10 @@ fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockIn
     let info = unsafe { &mut *p };
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
     info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
-    if info.role == ROLE_CLIENT {
-        // A client connection's accept record, written at its first read or write: no hook
-        // sees accept() return without slowing every system call on the host.
+    // A client connection's accept record, written at its first read or write: no hook sees
+    // accept() return without slowing every system call on the host. Held while the
+    // connection is young (`probes::hold`).
+    if info.role == ROLE_CLIENT && !hold::hold_accept(info) {
         emit(
             EventKind::Accepted,
             sk,

@@ -20,6 +20,7 @@ use crate::maps::SockEntry as _;
 use crate::{
     kernel::{syscall_args, user_status},
     maps::{SockInfo, TLS_STATUS, emit, now},
+    probes::hold::{release_before_failure, release_upstream_of},
 };
 
 /// `struct user_msghdr.msg_iov`: user-space ABI, identical on every 64-bit kernel.
@@ -40,6 +41,8 @@ pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
     };
     // The writer, not the acceptor, is the thread that answered.
     info.tid = tid;
+    release_upstream_of(info);
+    release_before_failure(sk, info);
     emit_status(EventKind::Response, sk, info, status, via, now());
 }
 

@@ -65,7 +65,7 @@ fn on_syn_sent(skp: *const c_void) {
     let mut info = SockInfo::new(pid_tgid, comm, now(), ROLE_UPSTREAM, F_START_PENDING);
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
     info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
-    link_to_client(&mut info);
+    link_to_client(sk, &mut info);
     let _ = track(sk, &info);
 }
 

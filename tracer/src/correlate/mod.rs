@@ -306,7 +306,7 @@ impl Correlator {
                 self.idle
                     .entry(raddr)
                     .or_default()
-                    .closed_idle(p.peer_idle_ns, ev.header.ts_ns);
+                    .closed_idle(p.peer_idle_ns, p.peer_close_ns);
             }
             _ => {}
         }

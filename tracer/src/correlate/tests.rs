@@ -293,6 +293,7 @@ fn the_upstream_idle_timeout_is_learned_from_a_held_peer_close() {
     let close = Closed {
         held: HELD_PEER_CLOSE,
         peer_idle_ns: 1000 * MS,
+        peer_close_ns: 1_000_000 * MS + 10 * MS,
         requests: 1,
         ..Default::default()
     };

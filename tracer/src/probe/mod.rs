@@ -15,11 +15,10 @@ use aya::{
 use tracer_common::{
     config::{Filter, MAX_COMMS},
     event::{
-        ConnectStart, Connected, EventHeader, Exchange, FirstByte, PeerClose, ROLE_UPSTREAM,
-        TTFB_SAMPLE,
+        Accepted, ConnectStart, Connected, EventHeader, Exchange, FirstByte, PeerClose, TTFB_SAMPLE,
     },
     maps::{self as names, Counter},
-    sock::{HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB, SockInfo},
+    sock::{HELD_ACCEPT, HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB, SockInfo},
 };
 
 use self::{
@@ -296,17 +295,14 @@ impl Probes {
         let mut out = Vec::new();
         // An entry deleted while the map is walked ends the walk early; what was read stands.
         for (sk, info) in socks.iter().map_while(Result::ok) {
-            if info.role == ROLE_UPSTREAM {
-                unwritten(sk, &info, now_ns, &mut out);
-            }
+            unwritten(sk, &info, now_ns, &mut out);
         }
         Ok(out)
     }
 }
 
-/// What the kernel holds for open upstream connection `sk` and has not written: its held
-/// records (`tracer_common::sock::Held`), with their own times, and its `ttfb` tally, dated
-/// `now_ns`.
+/// What the kernel holds for open connection `sk` and has not written: its held records
+/// (`tracer_common::sock::Held`), with their own times, and its `ttfb` tally, dated `now_ns`.
 fn unwritten(sk: u64, info: &SockInfo, now_ns: u64, out: &mut Vec<Event>) {
     let mut push = |ts_ns: u64, payload: Payload| {
         let header = EventHeader {
@@ -325,6 +321,9 @@ fn unwritten(sk: u64, info: &SockInfo, now_ns: u64, out: &mut Vec<Event>) {
         out.push(Event { header, payload });
     };
     let h = &info.held_records;
+    if info.held & HELD_ACCEPT != 0 {
+        push(info.start_ns, Payload::Accepted(Accepted::default()));
+    }
     if info.held & HELD_CONNECT != 0 {
         let start = ConnectStart {
             syn_ns: info.start_ns,
