@@ -1,6 +1,9 @@
 //! The per-socket state the kernel programs keep between events.
 
-use crate::{event::FirstByteSummary, net::SockTuple};
+use crate::{
+    event::{ConnectStart, Connected, FirstByte, FirstByteSummary, TTFB_SAMPLE},
+    net::SockTuple,
+};
 
 /// What the kernel programs remember about a watched socket: the value of the `SOCKS` map.
 /// Deleted in `tcp_destroy_sock`; the map is an LRU so that a socket whose destruction was
@@ -95,6 +98,37 @@ pub struct Held {
     /// Smoothed RTT right after the handshake, microseconds.
     pub connect_srtt_us: u32,
     pub _pad: u32,
+}
+
+impl SockInfo {
+    /// The held `connect_start` ([`HELD_CONNECT`]), dated [`Held::connect_ns`].
+    pub fn held_start(&self) -> ConnectStart {
+        ConnectStart {
+            syn_ns: self.start_ns,
+        }
+    }
+
+    /// The held `connect` ([`HELD_CONNECT`]), dated [`Held::connect_ns`].
+    pub fn held_connected(&self) -> Connected {
+        let h = &self.held_records;
+        Connected {
+            latency_ns: h.connect_ns.saturating_sub(self.start_ns),
+            syn_retransmits: self.syn_retrans,
+            srtt_us: h.connect_srtt_us,
+        }
+    }
+
+    /// The held `ttfb` of the first request ([`HELD_TTFB`]), dated [`Held::first_byte_ns`].
+    pub fn held_first_byte(&self) -> FirstByte {
+        let h = &self.held_records;
+        FirstByte {
+            ttfb_ns: h.ttfb_ns,
+            request_bytes: h.request_bytes,
+            idle_ns: 0,
+            request_no: 1,
+            why: TTFB_SAMPLE,
+        }
+    }
 }
 
 crate::impl_pod!(SockInfo, Held);

@@ -12,10 +12,7 @@
 //! outstanding, a retry's first byte, a response's status) is never held.
 
 use tracer_common::{
-    event::{
-        Accepted, Closed, ConnectStart, Connected, EventKind, FirstByte, ROLE_CLIENT,
-        ROLE_UPSTREAM, TTFB_SAMPLE,
-    },
+    event::{Accepted, Closed, EventKind, ROLE_CLIENT, ROLE_UPSTREAM},
     sock::{HELD_ACCEPT, HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB},
 };
 
@@ -168,9 +165,7 @@ pub fn release(sk: u64, info: &mut SockInfo) {
         return;
     }
     let h = info.held_records;
-    let start = ConnectStart {
-        syn_ns: info.start_ns,
-    };
+    let start = info.held_start();
     emit(
         EventKind::ConnectStart,
         sk,
@@ -179,11 +174,7 @@ pub fn release(sk: u64, info: &mut SockInfo) {
         h.connect_ns,
         start,
     );
-    let connected = Connected {
-        latency_ns: h.connect_ns - info.start_ns,
-        syn_retransmits: info.syn_retrans,
-        srtt_us: h.connect_srtt_us,
-    };
+    let connected = info.held_connected();
     emit(
         EventKind::Connected,
         sk,
@@ -193,13 +184,7 @@ pub fn release(sk: u64, info: &mut SockInfo) {
         connected,
     );
     if info.held & HELD_TTFB != 0 {
-        let first = FirstByte {
-            ttfb_ns: h.ttfb_ns,
-            request_bytes: h.request_bytes,
-            idle_ns: 0,
-            request_no: 1,
-            why: TTFB_SAMPLE,
-        };
+        let first = info.held_first_byte();
         emit(
             EventKind::FirstByte,
             sk,

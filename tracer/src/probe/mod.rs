@@ -14,9 +14,7 @@ use aya::{
 };
 use tracer_common::{
     config::{Filter, MAX_COMMS},
-    event::{
-        Accepted, ConnectStart, Connected, EventHeader, Exchange, FirstByte, PeerClose, TTFB_SAMPLE,
-    },
+    event::{Accepted, EventHeader, Exchange, PeerClose},
     maps::{self as names, Counter},
     sock::{HELD_ACCEPT, HELD_CONNECT, HELD_PEER_CLOSE, HELD_TTFB, SockInfo},
 };
@@ -325,26 +323,11 @@ fn unwritten(sk: u64, info: &SockInfo, now_ns: u64, out: &mut Vec<Event>) {
         push(info.start_ns, Payload::Accepted(Accepted::default()));
     }
     if info.held & HELD_CONNECT != 0 {
-        let start = ConnectStart {
-            syn_ns: info.start_ns,
-        };
-        push(h.connect_ns, Payload::ConnectStart(start));
-        let connected = Connected {
-            latency_ns: h.connect_ns.saturating_sub(info.start_ns),
-            syn_retransmits: info.syn_retrans,
-            srtt_us: h.connect_srtt_us,
-        };
-        push(h.connect_ns, Payload::Connected(connected));
+        push(h.connect_ns, Payload::ConnectStart(info.held_start()));
+        push(h.connect_ns, Payload::Connected(info.held_connected()));
     }
     if info.held & HELD_TTFB != 0 {
-        let first = FirstByte {
-            ttfb_ns: h.ttfb_ns,
-            request_bytes: h.request_bytes,
-            idle_ns: 0,
-            request_no: 1,
-            why: TTFB_SAMPLE,
-        };
-        push(h.first_byte_ns, Payload::FirstByte(first));
+        push(h.first_byte_ns, Payload::FirstByte(info.held_first_byte()));
     }
     if info.held & HELD_PEER_CLOSE != 0 {
         let exchange = Exchange {
