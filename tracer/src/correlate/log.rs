@@ -119,6 +119,7 @@ impl Correlator {
         let chosen = self
             .conns
             .values()
+            .map(|c| &**c)
             .filter(wanted)
             .filter_map(|c| {
                 c.evidence
