@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// request opens one.
     #[arg(long)]
     pub no_hold: bool,
+    /// For benchmarks: attach every hook, but with programs that return at once and trace
+    /// nothing. What the host pays then is what any tracer on these hooks pays before doing
+    /// any work (`cargo xtask bench`, configuration E).
+    #[arg(long)]
+    pub hooks_only: bool,
 }
 
 /// Default of `--ttfb-every`.

@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         statuses: args.status.0.clone(),
         ttfb_every: args.ttfb_every,
         hold: !args.no_hold,
+        hooks_only: args.hooks_only,
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
     let ring = probes.take_events()?;
@@ -133,8 +134,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "watch": {"comms": comms, "pids": args.watch.pids},
         "access_logs": args.access_logs.iter().map(|l| l.path.display().to_string()).collect::<Vec<_>>(),
         "hooks": hooks,
+        "hooks_only": args.hooks_only,
     }));
     sink.flush();
+    if args.hooks_only {
+        log::warn!(
+            "--hooks-only: every hook is attached, but its program returns at once; nothing is traced"
+        );
+    }
     log::info!("tracing; writing to {}", args.output.display());
     // The view reads the same stream as the control socket, from this process.
     let (live_stop, live_stop_rx) = tokio::sync::watch::channel(false);

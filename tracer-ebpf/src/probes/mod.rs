@@ -2,6 +2,7 @@
 
 mod close;
 mod drop;
+mod empty;
 mod error;
 mod hold;
 mod io;

@@ -80,6 +80,8 @@ pub struct LoadOptions {
     /// Hold the routine records of young upstream connections in the kernel
     /// (`tracer_common::sock::Held`).
     pub hold: bool,
+    /// Attach the empty twin of every program, which returns at once (`--hooks-only`).
+    pub hooks_only: bool,
 }
 
 /// The outcome of attaching one hook.
@@ -202,7 +204,7 @@ impl Probes {
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
-            let error = attach_one(&mut ebpf, hook, &aya_btf).err();
+            let error = attach_one(&mut ebpf, hook, opts.hooks_only, &aya_btf).err();
             if hook.required
                 && let Some(error) = &error
             {
@@ -353,9 +355,10 @@ fn attach_tls(ebpf: &mut Ebpf, opts: &LoadOptions) -> Vec<HookStatus> {
         required: false,
         error,
     };
+    let name = program_name("ssl_write", opts.hooks_only);
     let prog: Result<&mut UProbe, String> = ebpf
-        .program_mut("ssl_write")
-        .ok_or_else(|| "program ssl_write is not in the eBPF object".to_string())
+        .program_mut(&name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))
         .and_then(|p| p.try_into().map_err(|e| format!("{e}")));
     let prog = match prog.and_then(|p| p.load().map(|()| p).map_err(|e| verifier_error(&e))) {
         Ok(p) => p,
@@ -396,10 +399,16 @@ fn mark_all<K: aya::Pod>(
     Ok(())
 }
 
-fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    hooks_only: bool,
+    btf: &aya::Btf,
+) -> Result<(), String> {
+    let name = program_name(hook.program, hooks_only);
     let prog = ebpf
-        .program_mut(hook.program)
-        .ok_or_else(|| format!("program {} is not in the eBPF object", hook.program))?;
+        .program_mut(&name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
     match hook.kind {
         HookKind::BtfTracepoint(name) => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
@@ -408,6 +417,16 @@ fn attach_one(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The program to attach for `program` of the attach table: itself, or with `--hooks-only`
+/// its empty twin (`tracer-ebpf/src/probes/empty.rs`).
+fn program_name(program: &str, hooks_only: bool) -> String {
+    if hooks_only {
+        format!("empty_{program}")
+    } else {
+        program.to_string()
+    }
 }
 
 /// The error with the verifier's log, which says which instruction it rejected.

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what the tracer costs a busy reverse proxy. Real nginx proxies to a
-//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Four
+//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Five
 //! configurations alternate within every round: A no tracer, B the tracer, C the tracer with
-//! an access log, D `tcpdump -w` on the upstream port. Then a fault mix measures how quickly
+//! an access log, D `tcpdump -w` on the upstream port, E the tracer's hooks with empty
+//! programs (the floor of any tracer on those hooks). Then a fault mix measures how quickly
 //! verdicts follow their 5xx, and a profiling run reads the kernel programs' run times.
 //! Prints a table and the budgets of issue #5, and writes everything as JSON.
 //! The method and how to read the JSON are in docs/performance.md.
@@ -44,7 +45,7 @@ struct Args {
     /// A seconds-long run for smoke tests: one short round, budgets not asserted.
     #[arg(long)]
     quick: bool,
-    /// Rounds per mode; each round runs A, B, C and D once, in rotating order.
+    /// Rounds per mode; each round runs every configuration once, in rotating order.
     #[arg(long)]
     rounds: Option<u32>,
     /// Seconds of load per measured run.
@@ -65,7 +66,7 @@ struct Args {
     keep_output: bool,
     /// The configurations to run, as letters (e.g. `AB` for a quicker look at the tracer's
     /// cost alone). A always runs: the ratios need it. Budgets on the others show SKIP.
-    #[arg(long, value_name = "LETTERS", default_value = "ABCD", value_parser = parse_configs)]
+    #[arg(long, value_name = "LETTERS", default_value = "ABCDE", value_parser = parse_configs)]
     configs: Configs,
 }
 
@@ -73,14 +74,14 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Configs(Vec<Config>);
 
-/// Parses `--configs`: letters out of A, B, C and D, each at most once; A is always added.
+/// Parses `--configs`: letters out of A to E, each at most once; A is always added.
 fn parse_configs(s: &str) -> Result<Configs, String> {
     let mut out = vec![Config::Baseline];
     for ch in s.chars() {
         let c = Config::ALL
             .into_iter()
             .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
-            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCD"))?;
+            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDE"))?;
         match (c, out.contains(&c)) {
             (Config::Baseline, _) => {}
             (_, true) => return Err(format!("configuration {} is given twice", c.id())),

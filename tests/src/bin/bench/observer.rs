@@ -1,5 +1,6 @@
-//! The four configurations compared, and the observer process each one runs next to the
-//! proxy: nothing, the tracer (with or without an access log), or tcpdump writing a capture.
+//! The configurations compared, and the observer process each one runs next to the proxy:
+//! nothing, the tracer (with or without an access log, or with its hooks only), or tcpdump
+//! writing a capture.
 
 use std::{
     io::{Read as _, Seek as _, SeekFrom},
@@ -25,15 +26,19 @@ pub enum Config {
     TracerAccessLog,
     /// D: `tcpdump -w` capturing the upstream port to a file.
     Tcpdump,
+    /// E: the tracer's hooks attached with programs that return at once (`--hooks-only`):
+    /// the floor that any tracer on the same hooks pays before it does any work.
+    HooksOnly,
 }
 
 impl Config {
     /// All configurations, in their base order.
-    pub const ALL: [Config; 4] = [
+    pub const ALL: [Config; 5] = [
         Config::Baseline,
         Config::Tracer,
         Config::TracerAccessLog,
         Config::Tcpdump,
+        Config::HooksOnly,
     ];
 
     /// The letter used in the report.
@@ -43,6 +48,7 @@ impl Config {
             Config::Tracer => "B",
             Config::TracerAccessLog => "C",
             Config::Tcpdump => "D",
+            Config::HooksOnly => "E",
         }
     }
 
@@ -53,12 +59,19 @@ impl Config {
             Config::Tracer => "tracer",
             Config::TracerAccessLog => "tracer + access log",
             Config::Tcpdump => "tcpdump -w",
+            Config::HooksOnly => "hooks, empty programs",
         }
     }
 
-    /// Whether this configuration runs the tracer.
+    /// Whether this configuration runs the tracer and traces: the budgets on the tracer's
+    /// memory and lost events are judged on these.
     pub fn is_tracer(self) -> bool {
         matches!(self, Config::Tracer | Config::TracerAccessLog)
+    }
+
+    /// Whether this configuration runs the tracer's binary, tracing or not.
+    pub fn runs_tracer(self) -> bool {
+        self.is_tracer() || self == Config::HooksOnly
     }
 }
 
@@ -109,7 +122,7 @@ impl Observer {
         let log = || -> anyhow::Result<Stdio> { Ok(std::fs::File::create(&stderr)?.into()) };
         match config {
             Config::Baseline => {}
-            Config::Tracer | Config::TracerAccessLog => {
+            Config::Tracer | Config::TracerAccessLog | Config::HooksOnly => {
                 let bin = tracer_bin();
                 if !bin.exists() {
                     bail!(
@@ -129,6 +142,9 @@ impl Observer {
                     .arg(&socket)
                     .arg("--duration")
                     .arg(limit.as_secs().to_string());
+                if config == Config::HooksOnly {
+                    cmd.arg("--hooks-only");
+                }
                 if config == Config::TracerAccessLog {
                     cmd.arg("--access-log")
                         .arg(format!("{}:nginx", bench.access_log.display()));
@@ -241,7 +257,7 @@ impl Observer {
             bail!("{} exited with {status}: {stderr}", self.config.describe());
         }
         end.output_bytes = std::fs::metadata(&self.output).map_or(0, |m| m.len());
-        if self.config.is_tracer() {
+        if self.config.runs_tracer() {
             end.stats = Some(final_stats(&self.output)?);
         } else if self.config == Config::Tcpdump {
             end.tcpdump_captured = tcpdump_counter(&stderr, "packets captured");
