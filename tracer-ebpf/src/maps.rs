@@ -97,6 +97,21 @@ pub const THREAD_SLOTS: u32 = 16;
 #[map(name = "THREAD_CACHE")]
 pub static THREAD_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(THREAD_SLOTS, 0);
 
+/// Room on this CPU to build a new socket's entry before it enters `SOCKS`, one slot per
+/// program that builds them (`NEW_SOCK_*`). The 272-byte entry on the stack, next to the call
+/// chain of the process filter, passed the verifier's 512-byte limit on the frames of a call
+/// chain (576 bytes with the nightly of 2026-05-19). A slot per program, because a program
+/// run may be preempted by another task's run of another program on the same CPU; the kernel
+/// never runs one program twice at once on a CPU.
+#[map(name = "NEW_SOCK")]
+pub static NEW_SOCK: PerCpuArray<SockInfo> = PerCpuArray::with_max_entries(3, 0);
+/// [`NEW_SOCK`]'s slot for `inet_sock_set_state`.
+pub const NEW_SOCK_STATE: u32 = 0;
+/// [`NEW_SOCK`]'s slot for `sock_send_length`.
+pub const NEW_SOCK_SEND: u32 = 1;
+/// [`NEW_SOCK`]'s slot for `sock_recv_length`.
+pub const NEW_SOCK_RECV: u32 = 2;
+
 /// What the programs do with a socket's entry beyond its fields.
 pub trait SockEntry {
     /// A fresh entry for a socket first seen now in the running task.

@@ -17,8 +17,8 @@ use crate::{
         watched_thread,
     },
     maps::{
-        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, LISTEN_PORTS, SOCKS, SockInfo, emit,
-        flow_key, link_to_client, now, put, track,
+        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, LISTEN_PORTS, NEW_SOCK, NEW_SOCK_RECV,
+        NEW_SOCK_SEND, SOCKS, SockInfo, emit, flow_key, link_to_client, now, put, track,
     },
     probes::{
         hold,
@@ -40,7 +40,7 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(info) = watched_sock(skp, pid_tgid) else {
+    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
         return 0;
     };
     if info.role == ROLE_CLIENT {
@@ -85,7 +85,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(info) = watched_sock(skp, pid_tgid) else {
+    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_RECV) else {
         return 0;
     };
     let sk = skp as u64;
@@ -131,7 +131,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
 /// or older than the tracer) is adopted. The thread is asked first: on a shared host most
 /// socket I/O is other processes', and it then costs one helper call and a per-CPU array slot.
 #[inline(always)]
-fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockInfo> {
+fn watched_sock(skp: *const c_void, pid_tgid: u64, slot: u32) -> Option<&'static mut SockInfo> {
     if !watched_thread(pid_tgid) {
         return None;
     }
@@ -141,7 +141,7 @@ fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockIn
         // the socket lock the kernel holds around these tracepoints' callers.
         return Some(unsafe { &mut *p });
     }
-    adopt(skp, pid_tgid)?;
+    adopt(skp, pid_tgid, slot)?;
     let p = SOCKS.get_ptr_mut(&sk)?;
     // SAFETY: as above.
     let info = unsafe { &mut *p };
@@ -165,7 +165,7 @@ fn watched_sock(skp: *const c_void, pid_tgid: u64) -> Option<&'static mut SockIn
 
 // Kept out of line: its stack frame is then only live while it runs.
 #[inline(never)]
-fn adopt(skp: *const c_void, pid_tgid: u64) -> Option<()> {
+fn adopt(skp: *const c_void, pid_tgid: u64, slot: u32) -> Option<()> {
     let sk = skp as u64;
     if !is_tcp(sk) || sk_state(sk) as i32 != TCP_ESTABLISHED {
         return None;
@@ -180,9 +180,13 @@ fn adopt(skp: *const c_void, pid_tgid: u64) -> Option<()> {
     } else {
         ROLE_CLIENT
     };
-    let mut info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
+    // Built in this program's per-CPU slot, not on the stack (see `NEW_SOCK`).
+    let p = NEW_SOCK.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's slot of this program, which no other run uses while this one runs.
+    let info = unsafe { &mut *p };
+    *info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
     info.tuple = tuple;
-    if !track(sk, &info) {
+    if !track(sk, info) {
         return None;
     }
     let _ = FLOWS.insert(&flow_key(&tuple), &sk, 0);
