@@ -66,30 +66,79 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;
     let mut ok = true;
+    let mut lost = Vec::new();
     for h in &probes.hooks {
         match &h.error {
             None => println!("hook {}: attached", h.name),
             Some(e) => {
                 ok &= !h.required;
-                let first = e.lines().next().unwrap_or_default();
-                println!("hook {}: FAILED ({}: {first})", h.name, h.feature);
+                lost.push(h.feature);
+                println!(
+                    "hook {}: FAILED ({}: {})",
+                    h.name,
+                    h.feature,
+                    error_summary(e)
+                );
             }
         }
     }
     for m in &probes.missing {
         println!("kernel field {}: missing ({})", m.field, m.error);
     }
-    if ok {
-        println!("ready: the tracer can run on this host");
-        Ok(())
-    } else {
-        Err("a required hook cannot attach".into())
+    if !ok {
+        return Err("a required hook cannot attach".into());
     }
+    if lost.is_empty() {
+        println!("ready: the tracer can run on this host");
+    } else {
+        lost.dedup();
+        println!(
+            "ready, degraded: the tracer can run on this host without {}",
+            lost.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The first line of a hook's error, and when the verifier refused the program, the line of
+/// its log that says why: the last one before its statistics.
+fn error_summary(e: &str) -> String {
+    let mut lines = e.lines();
+    let first = lines.next().unwrap_or_default().trim();
+    if !first.ends_with("verifier said:") {
+        return first.to_string();
+    }
+    let why = lines
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("verification time"))
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap_or("no reason in its log");
+    format!("{first} {why}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verifier_refusals_are_summarised_by_their_reason() {
+        let e = "Permission denied (os error 13): verifier said:\n0: (79) r6 = *(u64 *)(r1 +8)\n\
+                 combined stack size of 2 calls is 576. Too large\nverification time 666753 usec\n\
+                 stack depth 104+0+104+464\n";
+        assert_eq!(
+            error_summary(e),
+            "Permission denied (os error 13): verifier said: combined stack size of 2 calls is 576. Too large"
+        );
+        assert_eq!(
+            error_summary("No such file or directory\nmore"),
+            "No such file or directory"
+        );
+        assert_eq!(
+            error_summary("Permission denied (os error 13): verifier said:\n"),
+            "Permission denied (os error 13): verifier said: no reason in its log"
+        );
+    }
 
     #[test]
     fn privilege_bits() {
