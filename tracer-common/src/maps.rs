@@ -10,8 +10,10 @@ pub const SOCKS: &str = "SOCKS";
 pub const FLOWS: &str = "FLOWS";
 /// Ports that sockets listen on, in any network namespace (at start-up or since).
 pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
-/// The client connection each thread last read from, keyed by thread id.
+/// The client connection each thread last read from, in a slot chosen by thread id.
 pub const LAST_CLIENT: &str = "LAST_CLIENT";
+/// Entries of `LAST_CLIENT` moved out of their slot by a thread sharing it, keyed by thread id.
+pub const LAST_CLIENT_OVERFLOW: &str = "LAST_CLIENT_OVERFLOW";
 /// Status lines passed to `SSL_write`, waiting for the thread's next write to a client socket.
 pub const TLS_STATUS: &str = "TLS_STATUS";
 /// Process ids chosen with `--pid`.
@@ -23,7 +25,7 @@ pub const WATCHED: &str = "WATCHED";
 pub const EVENTS_BYTES: u32 = 4 << 20;
 /// Default number of sockets tracked at once; the map is an LRU, so the oldest entry goes first.
 pub const SOCKS_ENTRIES: u32 = 65_536;
-/// Threads tracked at once by the per-thread maps (`LAST_CLIENT`, `TLS_STATUS`).
+/// Threads tracked at once by the per-thread maps (`LAST_CLIENT_OVERFLOW`, `TLS_STATUS`).
 pub const THREAD_ENTRIES: u32 = 8_192;
 /// Listening ports remembered at once.
 pub const LISTEN_ENTRIES: u32 = 4_096;

@@ -17,8 +17,8 @@ use crate::{
         watched_thread,
     },
     maps::{
-        ClientRef, F_ESTABLISHED, FLOWS, LAST_CLIENT, LISTEN_PORTS, NEW_SOCK, NEW_SOCK_RECV,
-        NEW_SOCK_SEND, SOCKS, SockInfo, emit, flow_key, link_to_client, now, put, track,
+        F_ESTABLISHED, FLOWS, LISTEN_PORTS, NEW_SOCK, NEW_SOCK_RECV, NEW_SOCK_SEND, SOCKS,
+        SockInfo, emit, flow_key, link_to_client, now, set_last_client, track,
     },
     probes::{
         hold,
@@ -91,11 +91,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     let sk = skp as u64;
     if info.role == ROLE_CLIENT {
         // The thread reads a request: what it opens or writes upstream next is for this client.
-        let client = ClientRef {
-            sk,
-            cookie: info.cookie,
-        };
-        put(&LAST_CLIENT, pid_tgid as u32, &client);
+        set_last_client(pid_tgid as u32, sk, info.cookie);
         hold::on_client_read(sk, info);
         return 0;
     }

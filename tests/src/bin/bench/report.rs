@@ -333,7 +333,8 @@ pub fn print_table(summaries: &[(Mode, Vec<(Config, Summary)>)]) {
         "lost"
     );
     for (mode, rows) in summaries {
-        for (c, s) in rows {
+        // Configurations left out with --configs have no rounds and no row.
+        for (c, s) in rows.iter().filter(|(_, s)| s.rounds > 0) {
             println!(
                 "{:<13} {:<22} {:>9} {:>8} {:>7} {:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>6}",
                 mode.name(),
