@@ -33,7 +33,7 @@ fn quick_bench_writes_every_configuration() -> anyhow::Result<()> {
     assert_eq!(doc["schema"], 1);
     assert_eq!(doc["quick"], true);
     for mode in ["keepalive", "no_keepalive"] {
-        for config in ["A", "B", "C", "D", "E"] {
+        for config in ["A", "B", "C", "D", "E", "F"] {
             let s = &doc["summary"][mode][config];
             assert!(
                 s["rps_median"].as_f64().is_some_and(|r| r > 0.0),

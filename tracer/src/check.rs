@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::{
     cli::WatchArgs,
-    probe::{LoadOptions, Probes},
+    probe::{LoadOptions, Probes, ProgramSet},
     run::kernel_release,
 };
 
@@ -62,7 +62,7 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
         statuses: vec![502, 503, 504],
         ttfb_every: crate::cli::DEFAULT_TTFB_EVERY,
         hold: true,
-        hooks_only: false,
+        programs: ProgramSet::Full,
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;
     let mut ok = true;

@@ -154,6 +154,12 @@ pub struct RunArgs {
     /// any work (`cargo xtask bench`, configuration E).
     #[arg(long)]
     pub hooks_only: bool,
+    /// For benchmarks: attach every hook, with programs that return at once except on writes
+    /// to clients, where the status line of a response is read and nothing more: the least
+    /// that in-kernel status capture costs (`cargo xtask bench`, configuration F). No verdict
+    /// can be made from what it traces.
+    #[arg(long, conflicts_with = "hooks_only")]
+    pub status_only: bool,
 }
 
 /// Default of `--ttfb-every`.

@@ -235,8 +235,8 @@ mod tests {
         let run = cmd.find_subcommand("run").unwrap();
         for arg in run.get_arguments() {
             let id = arg.get_id().as_str();
-            // --hooks-only is a benchmark's switch: a daemon's file must not turn tracing off.
-            if ["config", "help", "version", "hooks_only"].contains(&id) {
+            // Benchmarks' switches: a daemon's file must not turn tracing off.
+            if ["config", "help", "version", "hooks_only", "status_only"].contains(&id) {
                 continue;
             }
             let key = match id {

@@ -24,7 +24,7 @@ use crate::{
     clock::Clock,
     correlate::{Correlator, Finding, LogFinding},
     decode::{Event, decode},
-    probe::{KernelCounters, LoadOptions, Probes},
+    probe::{KernelCounters, LoadOptions, Probes, ProgramSet},
     record::{RecordContext, type_name, write_event_record},
     sink::{
         fanout::{Fanout, Pinned},
@@ -68,7 +68,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         statuses: args.status.0.clone(),
         ttfb_every: args.ttfb_every,
         hold: !args.no_hold,
-        hooks_only: args.hooks_only,
+        programs: if args.hooks_only {
+            ProgramSet::Empty
+        } else if args.status_only {
+            ProgramSet::StatusOnly
+        } else {
+            ProgramSet::Full
+        },
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
     let ring = probes.take_events()?;
@@ -135,11 +141,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "access_logs": args.access_logs.iter().map(|l| l.path.display().to_string()).collect::<Vec<_>>(),
         "hooks": hooks,
         "hooks_only": args.hooks_only,
+        "status_only": args.status_only,
     }));
     sink.flush();
     if args.hooks_only {
         log::warn!(
             "--hooks-only: every hook is attached, but its program returns at once; nothing is traced"
+        );
+    }
+    if args.status_only {
+        log::warn!(
+            "--status-only: only the status lines of responses are read; nothing else is traced"
         );
     }
     log::info!("tracing; writing to {}", args.output.display());

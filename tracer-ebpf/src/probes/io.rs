@@ -73,6 +73,28 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Hook: BTF tracepoint `sock:sock_send_length`, as [`sock_send_length`] but reading only the
+/// status lines of responses to clients: no time to first byte, no link to the client. With
+/// empty programs on every other hook (`tracer run --status-only`) it measures the least
+/// that in-kernel status capture costs (`cargo xtask bench`, configuration F). Never
+/// attached otherwise.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    if ret <= 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
+        return 0;
+    };
+    if info.role == ROLE_CLIENT {
+        on_client_write(skp as u64, info, pid_tgid as u32);
+    }
+    0
+}
+
 /// Hook: BTF tracepoint `sock:sock_recv_length(struct sock *sk, int ret, int flags)`, from
 /// sock_recvmsg_nosec(): every read/recv/recvmsg on a socket, in the reading task. Checked on
 /// 6.18 (the tracepoint exists from 6.3).

@@ -80,8 +80,21 @@ pub struct LoadOptions {
     /// Hold the routine records of young upstream connections in the kernel
     /// (`tracer_common::sock::Held`).
     pub hold: bool,
-    /// Attach the empty twin of every program, which returns at once (`--hooks-only`).
-    pub hooks_only: bool,
+    /// Which programs go on the hooks: the tracer's, or a benchmark's floor.
+    pub programs: ProgramSet,
+}
+
+/// The programs attached to the hooks of the attach table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgramSet {
+    /// The tracer's programs.
+    #[default]
+    Full,
+    /// Every hook gets an empty twin that returns at once (`--hooks-only`).
+    Empty,
+    /// Empty twins, but for writes to clients, whose program reads status lines and nothing
+    /// more (`--status-only`).
+    StatusOnly,
 }
 
 /// The outcome of attaching one hook.
@@ -204,7 +217,7 @@ impl Probes {
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
-            let error = attach_one(&mut ebpf, hook, opts.hooks_only, &aya_btf).err();
+            let error = attach_one(&mut ebpf, hook, opts.programs, &aya_btf).err();
             if hook.required
                 && let Some(error) = &error
             {
@@ -355,7 +368,7 @@ fn attach_tls(ebpf: &mut Ebpf, opts: &LoadOptions) -> Vec<HookStatus> {
         required: false,
         error,
     };
-    let name = program_name("ssl_write", opts.hooks_only);
+    let name = program_name("ssl_write", opts.programs);
     let prog: Result<&mut UProbe, String> = ebpf
         .program_mut(&name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))
@@ -402,10 +415,10 @@ fn mark_all<K: aya::Pod>(
 fn attach_one(
     ebpf: &mut Ebpf,
     hook: &Hook,
-    hooks_only: bool,
+    programs: ProgramSet,
     btf: &aya::Btf,
 ) -> Result<(), String> {
-    let name = program_name(hook.program, hooks_only);
+    let name = program_name(hook.program, programs);
     let prog = ebpf
         .program_mut(&name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
@@ -419,13 +432,13 @@ fn attach_one(
     Ok(())
 }
 
-/// The program to attach for `program` of the attach table: itself, or with `--hooks-only`
-/// its empty twin (`tracer-ebpf/src/probes/empty.rs`).
-fn program_name(program: &str, hooks_only: bool) -> String {
-    if hooks_only {
-        format!("empty_{program}")
-    } else {
-        program.to_string()
+/// The program to attach for `program` of the attach table: itself, or in a benchmark's set
+/// its empty twin (`tracer-ebpf/src/probes/empty.rs`) or its status-only twin (`probes/io.rs`).
+fn program_name(program: &str, programs: ProgramSet) -> String {
+    match programs {
+        ProgramSet::Full => program.to_string(),
+        ProgramSet::StatusOnly if program == "sock_send_length" => format!("status_{program}"),
+        ProgramSet::Empty | ProgramSet::StatusOnly => format!("empty_{program}"),
     }
 }
 
@@ -454,6 +467,30 @@ fn raise_memlock_limit() {
         log::debug!(
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benchmark_sets_attach_twins_of_every_program() {
+        for hook in HOOKS {
+            let p = hook.program;
+            assert_eq!(program_name(p, ProgramSet::Full), p);
+            assert_eq!(program_name(p, ProgramSet::Empty), format!("empty_{p}"));
+            let status = program_name(p, ProgramSet::StatusOnly);
+            if p == "sock_send_length" {
+                assert_eq!(status, "status_sock_send_length");
+            } else {
+                assert_eq!(status, format!("empty_{p}"));
+            }
+        }
+        assert_eq!(
+            program_name("ssl_write", ProgramSet::StatusOnly),
+            "empty_ssl_write"
         );
     }
 }

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: what the tracer costs a busy reverse proxy. Real nginx proxies to a
-//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Five
+//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Six
 //! configurations alternate within every round: A no tracer, B the tracer, C the tracer with
 //! an access log, D `tcpdump -w` on the upstream port, E the tracer's hooks with empty
-//! programs (the floor of any tracer on those hooks). Then a fault mix measures how quickly
+//! programs (the floor of any tracer on those hooks), F the same with status lines read (the
+//! floor of in-kernel status capture). Then a fault mix measures how quickly
 //! verdicts follow their 5xx, and a profiling run reads the kernel programs' run times.
 //! Prints a table and the budgets of issue #5, and writes everything as JSON.
 //! The method and how to read the JSON are in docs/performance.md.
@@ -66,7 +67,7 @@ struct Args {
     keep_output: bool,
     /// The configurations to run, as letters (e.g. `AB` for a quicker look at the tracer's
     /// cost alone). A always runs: the ratios need it. Budgets on the others show SKIP.
-    #[arg(long, value_name = "LETTERS", default_value = "ABCDE", value_parser = parse_configs)]
+    #[arg(long, value_name = "LETTERS", default_value = "ABCDEF", value_parser = parse_configs)]
     configs: Configs,
 }
 
@@ -74,14 +75,14 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Configs(Vec<Config>);
 
-/// Parses `--configs`: letters out of A to E, each at most once; A is always added.
+/// Parses `--configs`: letters out of A to F, each at most once; A is always added.
 fn parse_configs(s: &str) -> Result<Configs, String> {
     let mut out = vec![Config::Baseline];
     for ch in s.chars() {
         let c = Config::ALL
             .into_iter()
             .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
-            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDE"))?;
+            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDEF"))?;
         match (c, out.contains(&c)) {
             (Config::Baseline, _) => {}
             (_, true) => return Err(format!("configuration {} is given twice", c.id())),

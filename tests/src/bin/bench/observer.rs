@@ -29,16 +29,20 @@ pub enum Config {
     /// E: the tracer's hooks attached with programs that return at once (`--hooks-only`):
     /// the floor that any tracer on the same hooks pays before it does any work.
     HooksOnly,
+    /// F: E, but writes to clients read the status line of each response and do nothing
+    /// more (`--status-only`): the least that in-kernel status capture costs.
+    StatusOnly,
 }
 
 impl Config {
     /// All configurations, in their base order.
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::Baseline,
         Config::Tracer,
         Config::TracerAccessLog,
         Config::Tcpdump,
         Config::HooksOnly,
+        Config::StatusOnly,
     ];
 
     /// The letter used in the report.
@@ -49,6 +53,7 @@ impl Config {
             Config::TracerAccessLog => "C",
             Config::Tcpdump => "D",
             Config::HooksOnly => "E",
+            Config::StatusOnly => "F",
         }
     }
 
@@ -60,6 +65,7 @@ impl Config {
             Config::TracerAccessLog => "tracer + access log",
             Config::Tcpdump => "tcpdump -w",
             Config::HooksOnly => "hooks, empty programs",
+            Config::StatusOnly => "status lines only",
         }
     }
 
@@ -71,7 +77,7 @@ impl Config {
 
     /// Whether this configuration runs the tracer's binary, tracing or not.
     pub fn runs_tracer(self) -> bool {
-        self.is_tracer() || self == Config::HooksOnly
+        self.is_tracer() || matches!(self, Config::HooksOnly | Config::StatusOnly)
     }
 }
 
@@ -122,7 +128,7 @@ impl Observer {
         let log = || -> anyhow::Result<Stdio> { Ok(std::fs::File::create(&stderr)?.into()) };
         match config {
             Config::Baseline => {}
-            Config::Tracer | Config::TracerAccessLog | Config::HooksOnly => {
+            Config::Tracer | Config::TracerAccessLog | Config::HooksOnly | Config::StatusOnly => {
                 let bin = tracer_bin();
                 if !bin.exists() {
                     bail!(
@@ -142,8 +148,14 @@ impl Observer {
                     .arg(&socket)
                     .arg("--duration")
                     .arg(limit.as_secs().to_string());
-                if config == Config::HooksOnly {
-                    cmd.arg("--hooks-only");
+                match config {
+                    Config::HooksOnly => {
+                        cmd.arg("--hooks-only");
+                    }
+                    Config::StatusOnly => {
+                        cmd.arg("--status-only");
+                    }
+                    _ => {}
                 }
                 if config == Config::TracerAccessLog {
                     cmd.arg("--access-log")
