@@ -73,11 +73,12 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// Hook: BTF tracepoint `sock:sock_send_length`, as [`sock_send_length`] but reading only the
-/// status lines of responses to clients: no time to first byte, no link to the client. With
-/// empty programs on every other hook (`tracer run --status-only`) it measures the least
-/// that in-kernel status capture costs (`cargo xtask bench`, configuration F). Never
-/// attached otherwise.
+/// Hook: BTF tracepoint `sock:sock_send_length`, reading only the status lines of responses:
+/// the thread check and the status line of every write of a watched thread, and the socket's
+/// entry only for a write that carried a reported status. No time to first byte, no link to
+/// the client, no entry for other sockets. With empty programs on every other hook
+/// (`tracer run --status-only`) it measures the least that in-kernel status capture costs
+/// (`cargo xtask bench`, configuration F). Never attached otherwise.
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
     let skp: *const c_void = ctx.arg(0);
@@ -86,11 +87,17 @@ pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !watched_thread(pid_tgid) {
+        return 0;
+    }
+    let Some((status, via)) = syscall_status() else {
+        return 0;
+    };
     let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
         return 0;
     };
     if info.role == ROLE_CLIENT {
-        on_client_write(skp as u64, info, pid_tgid as u32);
+        emit_status(EventKind::Response, skp as u64, info, status, via, now());
     }
     0
 }
