@@ -13,6 +13,7 @@ mod host;
 mod lab;
 mod micro;
 mod observer;
+mod progcost;
 mod report;
 mod verdicts;
 mod wrk;
@@ -69,6 +70,18 @@ struct Args {
     /// cost alone). A always runs: the ratios need it. Budgets on the others show SKIP.
     #[arg(long, value_name = "LETTERS", default_value = "ABCDEF", value_parser = parse_configs)]
     configs: Configs,
+    /// Instead of the lab: time one run of each of the tracer's programs on a loopback
+    /// ping-pong of N round trips, with BPF run-time statistics on.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    progcost: Option<u32>,
+    /// With --progcost: an argument for `tracer run` (repeatable), e.g. `--status-only`.
+    #[arg(
+        long,
+        value_name = "ARG",
+        allow_hyphen_values = true,
+        requires = "progcost"
+    )]
+    tracer_arg: Vec<String>,
 }
 
 /// The configurations a run compares, in their base order.
@@ -163,7 +176,14 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    match bench(&args) {
+    let result = match args.progcost {
+        Some(n) => {
+            require_root();
+            progcost::run(n, &args.tracer_arg).map(|()| true)
+        }
+        None => bench(&args),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

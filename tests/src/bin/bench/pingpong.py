@@ -1,14 +1,21 @@
-"""A TCP ping-pong on loopback for measuring the tracer's per-run program cost.
+"""A TCP ping-pong on loopback for `bench --progcost`.
 
-The server process (the one to watch with --pid) accepts one connection from a child it
-forks, then N times reads a 20-byte request and answers with a status line. Both ends are
-children of the watched pid, so both run the watched paths. Usage: pingpong.py N
+This process (the one the tracer watches with --pid) waits for the file GO, then accepts one
+connection from a child it forks and N times reads a 20-byte request and answers with a
+status line. Both ends are the watched pid or its child, so both run the watched paths.
+Usage: pingpong.py N GO
 """
 import os
 import socket
 import sys
+import time
 
-n = int(sys.argv[1])
+n, go = int(sys.argv[1]), sys.argv[2]
+deadline = time.monotonic() + 60
+while not os.path.exists(go):
+    if time.monotonic() > deadline:
+        sys.exit("pingpong: no go within 60 s")
+    time.sleep(0.01)
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", 0))
