@@ -131,6 +131,24 @@ pub const NEW_SOCK_SEND: u32 = 1;
 /// [`NEW_SOCK`]'s slot for `sock_recv_length`.
 pub const NEW_SOCK_RECV: u32 = 2;
 
+/// A new socket's entry, built in this CPU's `slot` of [`NEW_SOCK`] rather than on the stack,
+/// for [`track`].
+#[inline(always)]
+pub fn new_entry(
+    slot: u32,
+    pid_tgid: u64,
+    comm: [u8; 16],
+    ts: u64,
+    role: u8,
+    flags: u8,
+) -> Option<&'static mut SockInfo> {
+    let p = NEW_SOCK.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's slot of one program, which no other run uses while this one runs.
+    let info = unsafe { &mut *p };
+    *info = SockInfo::new(pid_tgid, comm, ts, role, flags);
+    Some(info)
+}
+
 /// What the programs do with a socket's entry beyond its fields.
 pub trait SockEntry {
     /// A fresh entry for a socket first seen now in the running task.

@@ -17,8 +17,8 @@ use crate::{
         watched_thread,
     },
     maps::{
-        F_ESTABLISHED, FLOWS, LISTEN_PORTS, NEW_SOCK, NEW_SOCK_RECV, NEW_SOCK_SEND, SOCKS,
-        SockInfo, emit, flow_key, link_to_client, now, set_last_client, track,
+        F_ESTABLISHED, FLOWS, LISTEN_PORTS, NEW_SOCK_RECV, NEW_SOCK_SEND, SOCKS, SockInfo, emit,
+        flow_key, link_to_client, new_entry, now, set_last_client, track,
     },
     probes::{
         hold,
@@ -205,11 +205,7 @@ fn adopt(skp: *const c_void, pid_tgid: u64, slot: u32) -> Option<()> {
     } else {
         ROLE_CLIENT
     };
-    // Built in this program's per-CPU slot, not on the stack (see `NEW_SOCK`).
-    let p = NEW_SOCK.get_ptr_mut(slot)?;
-    // SAFETY: this CPU's slot of this program, which no other run uses while this one runs.
-    let info = unsafe { &mut *p };
-    *info = SockInfo::new(pid_tgid, comm, ts, role, F_ESTABLISHED);
+    let info = new_entry(slot, pid_tgid, comm, ts, role, F_ESTABLISHED)?;
     info.tuple = tuple;
     if !track(sk, info) {
         return None;

@@ -22,8 +22,8 @@ use crate::{
         current_comm, is_tcp, off, read, sk_tuple, watched_thread,
     },
     maps::{
-        F_ESTABLISHED, F_RST_RX, F_START_PENDING, FLOWS, LISTEN_PORTS, NEW_SOCK, NEW_SOCK_STATE,
-        SOCKS, SockInfo, emit, emit_as, exchange, exchange_as, flow_key, link_to_client, now,
+        F_ESTABLISHED, F_RST_RX, F_START_PENDING, FLOWS, LISTEN_PORTS, NEW_SOCK_STATE, SOCKS,
+        SockInfo, emit, emit_as, exchange, exchange_as, flow_key, link_to_client, new_entry, now,
         track,
     },
     probes::hold::{hold_connect, hold_peer_close, release_before_failure},
@@ -62,19 +62,16 @@ fn on_syn_sent(skp: *const c_void) {
     if !watched_thread(pid_tgid) || !is_tcp(sk) {
         return;
     }
-    // The entry is built in a per-CPU slot, not on the stack (see `NEW_SOCK`).
-    let Some(p) = NEW_SOCK.get_ptr_mut(NEW_SOCK_STATE) else {
-        return;
-    };
-    // SAFETY: this CPU's slot, which no other program run uses while this one runs.
-    let info = unsafe { &mut *p };
-    *info = SockInfo::new(
+    let Some(info) = new_entry(
+        NEW_SOCK_STATE,
         pid_tgid,
         current_comm(),
         now(),
         ROLE_UPSTREAM,
         F_START_PENDING,
-    );
+    ) else {
+        return;
+    };
     // SAFETY: `skp` is the tracepoint's trusted `struct sock *` argument.
     info.cookie = unsafe { bpf_get_socket_cookie(skp as *mut c_void) };
     link_to_client(sk, info);
