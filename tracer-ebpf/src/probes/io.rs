@@ -10,7 +10,6 @@ use aya_ebpf::{
 };
 use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT, ROLE_UPSTREAM};
 
-use crate::maps::SockEntry as _;
 use crate::{
     kernel::{
         TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, off, read, sk_state, sk_tuple,
