@@ -68,13 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         statuses: args.status.0.clone(),
         ttfb_every: args.ttfb_every,
         hold: !args.no_hold,
-        programs: if args.hooks_only {
-            ProgramSet::Empty
-        } else if args.status_only {
-            ProgramSet::StatusOnly
-        } else {
-            ProgramSet::Full
-        },
+        programs: ProgramSet::from_flags(args.hooks_only, args.status_only),
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;
     let ring = probes.take_events()?;
@@ -140,19 +134,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "watch": {"comms": comms, "pids": args.watch.pids},
         "access_logs": args.access_logs.iter().map(|l| l.path.display().to_string()).collect::<Vec<_>>(),
         "hooks": hooks,
-        "hooks_only": args.hooks_only,
-        "status_only": args.status_only,
+        "hooks_only": opts.programs == ProgramSet::Empty,
+        "status_only": opts.programs == ProgramSet::StatusOnly,
     }));
     sink.flush();
-    if args.hooks_only {
-        log::warn!(
-            "--hooks-only: every hook is attached, but its program returns at once; nothing is traced"
-        );
-    }
-    if args.status_only {
-        log::warn!(
-            "--status-only: only the status lines of responses are read; nothing else is traced"
-        );
+    if let Some(note) = opts.programs.benchmark_note() {
+        log::warn!("{note}");
     }
     log::info!("tracing; writing to {}", args.output.display());
     // The view reads the same stream as the control socket, from this process.

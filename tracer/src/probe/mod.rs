@@ -97,6 +97,30 @@ pub enum ProgramSet {
     StatusOnly,
 }
 
+impl ProgramSet {
+    /// The set chosen by `tracer run`'s benchmark flags (which clap keeps exclusive).
+    pub fn from_flags(hooks_only: bool, status_only: bool) -> Self {
+        match (hooks_only, status_only) {
+            (true, _) => Self::Empty,
+            (false, true) => Self::StatusOnly,
+            (false, false) => Self::Full,
+        }
+    }
+
+    /// What a benchmark's set leaves untraced, for the log; `None` for the tracer's programs.
+    pub fn benchmark_note(self) -> Option<&'static str> {
+        match self {
+            Self::Full => None,
+            Self::Empty => Some(
+                "--hooks-only: every hook is attached, but its program returns at once; nothing is traced",
+            ),
+            Self::StatusOnly => Some(
+                "--status-only: only the status lines of responses are read; nothing else is traced",
+            ),
+        }
+    }
+}
+
 /// The outcome of attaching one hook.
 #[derive(Debug, Clone)]
 pub struct HookStatus {
@@ -492,5 +516,15 @@ mod tests {
             program_name("ssl_write", ProgramSet::StatusOnly),
             "empty_ssl_write"
         );
+    }
+
+    #[test]
+    fn the_benchmark_flags_choose_one_set_and_say_so() {
+        assert_eq!(ProgramSet::from_flags(false, false), ProgramSet::Full);
+        assert_eq!(ProgramSet::from_flags(true, false), ProgramSet::Empty);
+        assert_eq!(ProgramSet::from_flags(false, true), ProgramSet::StatusOnly);
+        assert_eq!(ProgramSet::Full.benchmark_note(), None);
+        assert!(ProgramSet::Empty.benchmark_note().is_some());
+        assert!(ProgramSet::StatusOnly.benchmark_note().is_some());
     }
 }

@@ -149,17 +149,17 @@ impl Observer {
                     .arg("--duration")
                     .arg(limit.as_secs().to_string());
                 match config {
+                    Config::TracerAccessLog => {
+                        cmd.arg("--access-log")
+                            .arg(format!("{}:nginx", bench.access_log.display()));
+                    }
                     Config::HooksOnly => {
                         cmd.arg("--hooks-only");
                     }
                     Config::StatusOnly => {
                         cmd.arg("--status-only");
                     }
-                    _ => {}
-                }
-                if config == Config::TracerAccessLog {
-                    cmd.arg("--access-log")
-                        .arg(format!("{}:nginx", bench.access_log.display()));
+                    Config::Baseline | Config::Tracer | Config::Tcpdump => {}
                 }
                 // The tracer runs in the host's namespaces: tracepoints see every namespace,
                 // and `ip netns exec` would hide tracefs from it.
