@@ -11,6 +11,10 @@ pub mod tracer;
 pub use lab::{Lab, Upstream};
 pub use tracer::{Records, TracerRun};
 
+/// A watched process that answers over four connections to itself, each with another write
+/// and read call (`status_calls.py`, which says what it prints).
+pub const STATUS_CALLS_PY: &str = include_str!("status_calls.py");
+
 /// Fails early with a clear message when not root: the lab needs CAP_NET_ADMIN and the tracer
 /// CAP_BPF and CAP_PERFMON.
 pub fn require_root() {

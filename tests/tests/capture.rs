@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer_tests::{Lab, Records, TracerRun, require_root};
+use tracer_tests::{Lab, Records, STATUS_CALLS_PY, TracerRun, require_root};
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
@@ -404,89 +404,6 @@ fn lost_events_are_counted_when_the_reader_falls_behind() -> anyhow::Result<()> 
         .filter(|r| r["type"] != "start" && r["type"] != "stats")
         .count() as u64;
     assert_eq!(written, events);
-    Ok(())
-}
-
-/// A watched process that plays both ends in one script: it listens on the port it is given,
-/// accepts a connection (a client socket), connects to itself (an upstream socket), and sends
-/// a status line back over each pair with a different write call, read with a different read
-/// call. Prints one line per pair: the upstream socket's port, the write call, the read call,
-/// the status.
-const STATUS_CALLS_PY: &str = r#"
-import os, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-ls = socket.socket()
-ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind((host, port))
-ls.listen(8)
-def readv(c):
-    buf = bytearray(4096)
-    n = os.readv(c.fileno(), [buf])
-    return bytes(buf[:n])
-writes = [
-    ("write", lambda s, d: os.write(s.fileno(), d)),
-    ("writev", lambda s, d: os.writev(s.fileno(), [d[:20], d[20:]])),
-    ("sendto", lambda s, d: s.send(d)),
-    ("sendmsg", lambda s, d: s.sendmsg([d[:20], d[20:]])),
-]
-reads = [
-    ("read", lambda c: os.read(c.fileno(), 4096)),
-    ("readv", readv),
-    ("recvfrom", lambda c: c.recv(4096)),
-    ("recvmsg", lambda c: c.recvmsg(4096)[0]),
-]
-for (w, write), (r, read), status in zip(writes, reads, [502, 503, 504, 502]):
-    c = socket.create_connection((host, port))
-    s, _ = ls.accept()
-    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    s.recv(4096)
-    write(s, b"HTTP/1.1 %d Gateway Trouble\r\nContent-Length: 0\r\n\r\n" % status)
-    got = read(c)
-    assert got.startswith(b"HTTP/1.1 %d" % status), got
-    print(c.getsockname()[1], w, r, status, flush=True)
-    c.close()
-    s.close()
-"#;
-
-#[test]
-fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<()> {
-    require_root();
-    let lab = Lab::new("calls")?;
-    let tracer = TracerRun::start(&lab.dir, &["--comm", "python3"])?;
-    let out = lab.run(
-        &lab.px,
-        &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr, "9000"],
-    )?;
-    let recs = tracer.stop()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let pairs: Vec<Vec<&str>> = stdout
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(pairs.len(), 4, "script output: {out:?}");
-    for pair in pairs {
-        let [port, write, read, status] = pair[..] else {
-            panic!("bad script line {pair:?}");
-        };
-        let status: u64 = status.parse()?;
-        let upstream = format!("{}:{port}", lab.px_addr);
-        // The accepted end wrote the status line: a response to the client at `upstream`.
-        let resp = only(&recs, "response", &upstream);
-        assert_eq!(resp["via"], write, "{resp}");
-        assert_eq!(resp["status"], status, "{resp}");
-        assert_eq!(resp["role"], "client", "{resp}");
-        // The connecting end read it: an upstream response on the socket bound to `upstream`.
-        let got = recs.from("upstream_response", &upstream);
-        assert_eq!(
-            got.len(),
-            1,
-            "upstream_response of {upstream}:\n{}",
-            recs.dump()
-        );
-        assert_eq!(got[0]["via"], read, "{}", got[0]);
-        assert_eq!(got[0]["status"], status, "{}", got[0]);
-        assert_eq!(got[0]["role"], "upstream", "{}", got[0]);
-    }
     Ok(())
 }
 

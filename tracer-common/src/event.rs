@@ -207,6 +207,8 @@ pub const VIA_RECVFROM: u8 = 6;
 pub const VIA_TLS: u8 = 7;
 pub const VIA_READV: u8 = 8;
 pub const VIA_RECVMSG: u8 = 9;
+/// A send by another way than the write system calls above: io_uring, or a kernel sender.
+pub const VIA_OTHER: u8 = 10;
 
 /// Payload of [`EventKind::Response`] and [`EventKind::UpstreamResponse`]: the status of an
 /// HTTP/1.x response. Nothing else of the payload is read.

@@ -35,6 +35,9 @@ pub struct KernelOffsets {
     /// what sits unread in the receive queue (a FIN counts one).
     pub tcp_rcv_nxt: u32,
     pub tcp_copied_seq: u32,
+    /// Sequence number after the last byte the application queued for sending: how much a
+    /// request wrote is the difference between two readings.
+    pub tcp_write_seq: u32,
     /// `sock.sk_error_queue`, the errors queued for applications that set IP_RECVERR or
     /// IPV6_RECVERR, and its `prev`, the last of them (the queue itself when it is empty).
     pub sk_error_queue: u32,
@@ -50,6 +53,8 @@ pub struct KernelOffsets {
     // struct task_struct (the process filter's parent check)
     pub task_real_parent: u32,
     pub task_tgid: u32,
+    /// `task_struct.pid`, the thread id: with `tgid`, what bpf_get_current_pid_tgid returns.
+    pub task_pid: u32,
     // BTF tracepoint argument positions that only some kernels have
     /// Index of `reason` in `tcp_send_reset` (6.10+), or UNKNOWN.
     pub arg_send_reset_reason: u32,
@@ -64,6 +69,41 @@ pub struct KernelOffsets {
     pub regs_args: [u32; 4],
     /// This architecture's numbers of the syscalls whose buffers can hold a status line.
     pub syscalls: SyscallNumbers,
+    /// Where a send's data stands, for `tcp_sendmsg_locked`'s `struct msghdr *` (6.16+): the
+    /// iterator's offset in the msghdr, then its type, its offset in the current buffer and
+    /// its buffer pointer (`ubuf` for one buffer, `__iov` for several: one union), relative
+    /// to the iterator. UNKNOWN where the tracepoint does not exist.
+    pub msg_iter: MsgIterOffsets,
+}
+
+/// Offsets into `struct msghdr` and `struct iov_iter`, and the iterator types whose data is
+/// in user memory (see [`KernelOffsets::msg_iter`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgIterOffsets {
+    pub iter: u32,
+    pub iter_type: u32,
+    pub iov_offset: u32,
+    pub ptr: u32,
+    /// `struct iovec.iov_base`.
+    pub iov_base: u32,
+    /// `enum iter_type` values of one user buffer (`ITER_UBUF`) and of an array of them
+    /// (`ITER_IOVEC`).
+    pub type_ubuf: u32,
+    pub type_iovec: u32,
+}
+
+impl MsgIterOffsets {
+    /// Every offset unknown.
+    pub const UNSET: Self = Self {
+        iter: UNKNOWN,
+        iter_type: UNKNOWN,
+        iov_offset: UNKNOWN,
+        ptr: UNKNOWN,
+        iov_base: UNKNOWN,
+        type_ubuf: UNKNOWN,
+        type_iovec: UNKNOWN,
+    };
 }
 
 /// Syscall numbers of the architecture the tracer was built for (UNKNOWN where it has none).
@@ -94,7 +134,7 @@ impl SyscallNumbers {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 43 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);
 
 impl KernelOffsets {
     /// Every offset unknown.
@@ -118,6 +158,7 @@ impl KernelOffsets {
         tcp_bytes_received: UNKNOWN,
         tcp_rcv_nxt: UNKNOWN,
         tcp_copied_seq: UNKNOWN,
+        tcp_write_seq: UNKNOWN,
         sk_error_queue: UNKNOWN,
         sk_error_queue_last: UNKNOWN,
         skb_exterr: UNKNOWN,
@@ -127,11 +168,13 @@ impl KernelOffsets {
         skb_protocol: UNKNOWN,
         task_real_parent: UNKNOWN,
         task_tgid: UNKNOWN,
+        task_pid: UNKNOWN,
         arg_send_reset_reason: UNKNOWN,
         arg_kfree_skb_rx_sk: UNKNOWN,
         regs_syscall: UNKNOWN,
         regs_args: [UNKNOWN; 4],
         syscalls: SyscallNumbers::UNSET,
+        msg_iter: MsgIterOffsets::UNSET,
     };
 }
 

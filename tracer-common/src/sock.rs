@@ -20,6 +20,8 @@ pub struct SockInfo {
     pub cookie: u64,
     /// First write of the request now waiting for its response; 0 when none is outstanding.
     pub req_start_ns: u64,
+    /// Bytes the outstanding request queued, from `seq_mark`: counted when its response
+    /// starts, and only for a request that gets a `ttfb` record.
     pub req_bytes: u64,
     /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
     pub last_rx_ns: u64,
@@ -48,7 +50,12 @@ pub struct SockInfo {
     pub held: u8,
     /// Reads of a client socket while its `accept` is held (saturating).
     pub client_reads: u8,
-    pub _pad: [u8; 4],
+    /// The kernel's `tcp_sock.write_seq` at a mark. On an upstream socket, where the
+    /// outstanding request's bytes begin (its `request_bytes` are counted from here when its
+    /// response starts). On a client socket, where the bytes of the last reported status line
+    /// were to be queued: a write the kernel retries or the proxy repeats after EAGAIN finds
+    /// nothing queued since, and is not reported again.
+    pub seq_mark: u32,
     /// Both ends, once known (`lport` 0 before): from the handshake's outcome or first SYN
     /// retransmit, or from adoption. The records of every request copy them from here instead
     /// of reading the socket again.

@@ -35,6 +35,8 @@ pub const F_UPSTREAM_FAILED: u8 = 8;
 /// On an upstream socket: the client of the request now outstanding had an upstream fail
 /// (see [`F_UPSTREAM_FAILED`]), so this request's first byte is recorded.
 pub const F_AFTER_FAILURE: u8 = 16;
+/// On a client socket: `seq_mark` holds where the last reported status line was queued.
+pub const F_STATUS_MARK: u8 = 32;
 
 /// The client connection a thread last read from, in its slot of [`LAST_CLIENT`].
 #[repr(C)]

@@ -62,6 +62,7 @@ pub fn check(watch: &WatchArgs) -> Result<(), String> {
         statuses: vec![502, 503, 504],
         ttfb_every: crate::cli::DEFAULT_TTFB_EVERY,
         hold: true,
+        fallback_hooks: false,
         programs: ProgramSet::Full,
     };
     let probes = Probes::load(&opts).map_err(|e| format!("the probes cannot load: {e}"))?;

@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// request opens one.
     #[arg(long)]
     pub no_hold: bool,
+    /// Attach the older hooks where the attach table prefers newer ones: sends are read at
+    /// tp_btf/sock_send_length, as on kernels before 6.16, instead of tp_btf/tcp_sendmsg_locked,
+    /// which costs less per send. For comparison, or should the newer hook misbehave.
+    #[arg(long)]
+    pub fallback_hooks: bool,
     /// For benchmarks: attach every hook, but with programs that return at once and trace
     /// nothing. What the host pays then is what any tracer on these hooks pays before doing
     /// any work (`cargo xtask bench`, configuration E).

@@ -50,6 +50,7 @@ pub struct ConfigFile {
     ring_size: Option<Spanned<u32>>,
     ttfb_every: Option<Spanned<u32>>,
     no_hold: Option<Spanned<bool>>,
+    fallback_hooks: Option<Spanned<bool>>,
     socket: Option<Spanned<PathBuf>>,
     no_socket: Option<Spanned<bool>>,
     live: Option<Spanned<bool>>,
@@ -158,6 +159,7 @@ pub fn apply(
         if (1..=1_000_000).contains(&ttfb_every) { Ok(ttfb_every) } else { Err("must be from 1 to 1000000".to_string()) }
     });
     take!("no_hold", "no_hold", args.no_hold, no_hold => Ok::<_, String>(no_hold));
+    take!("fallback_hooks", "fallback_hooks", args.fallback_hooks, fallback_hooks => Ok::<_, String>(fallback_hooks));
     take!("socket", "socket", args.socket, socket => Ok::<_, String>(socket));
     take!("no_socket", "no_socket", args.no_socket, no_socket => Ok::<_, String>(no_socket));
     take!("live", "live", args.live, live => Ok::<_, String>(live));

@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         statuses: args.status.0.clone(),
         ttfb_every: args.ttfb_every,
         hold: !args.no_hold,
+        fallback_hooks: args.fallback_hooks,
         programs: ProgramSet::from_flags(args.hooks_only, args.status_only),
     };
     let mut probes = Probes::load(&opts).context("setting up the kernel probes")?;

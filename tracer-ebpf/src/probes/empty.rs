@@ -31,6 +31,7 @@ empty_btf_tracepoints! {
     empty_kfree_skb => "kfree_skb",
     empty_sched_process_exec => "sched_process_exec",
     empty_task_rename => "task_rename",
+    empty_tcp_sendmsg_locked => "tcp_sendmsg_locked",
     empty_sock_send_length => "sock_send_length",
     empty_sock_recv_length => "sock_recv_length",
 }

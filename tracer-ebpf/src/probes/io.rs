@@ -8,12 +8,12 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT, ROLE_UPSTREAM};
+use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT, ROLE_UPSTREAM, VIA_OTHER};
 
 use crate::{
     kernel::{
-        TCP_ESTABLISHED, current_comm, is_ephemeral, is_tcp, off, read, sk_state, sk_tuple,
-        watched_thread,
+        TCP_ESTABLISHED, Task, current_comm, is_ephemeral, is_tcp, msg_user_start,
+        rx_bytes_and_write_seq, sk_state, sk_tuple, user_status, watched_thread,
     },
     maps::{
         F_ESTABLISHED, FLOWS, LISTEN_PORTS, NEW_SOCK_RECV, NEW_SOCK_SEND, SOCKS, SockInfo, emit,
@@ -21,16 +21,75 @@ use crate::{
     },
     probes::{
         hold,
-        response::{emit_status, on_client_write, syscall_status},
+        response::{emit_status, on_client_send, on_client_write, syscall_status},
         ttfb::on_first_byte,
     },
 };
 
 const MSG_PEEK: i32 = 2;
 
+/// Hook: BTF tracepoint `tcp:tcp_sendmsg_locked(const struct sock *sk, const struct msghdr
+/// *msg, const struct sk_buff *skb, int size_goal)`, from tcp_sendmsg_locked(): every send on
+/// a TCP socket, in the sending task, before its data is queued, once per segment it fills.
+/// The tracepoint exists from 6.16; checked on 6.18. Where it does not, `sock_send_length`
+/// does the same work after the send (the attach table's fallback).
+///
+/// It is the cheaper of the two: the msghdr holds the user address of the data, where
+/// `sock_send_length` must find it through the system call's saved registers, and it does not
+/// run for sends on other kinds of sockets.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
+        return 0;
+    };
+    if info.role == ROLE_CLIENT {
+        on_client_send(skp, msg, info, pid_tgid as u32);
+    } else if info.role == ROLE_UPSTREAM {
+        // Nothing is queued yet.
+        on_upstream_write(skp, info, pid_tgid as u32, 0);
+    }
+    0
+}
+
+/// Hook: BTF tracepoint `tcp:tcp_sendmsg_locked`, reading only the status lines of responses,
+/// as `status_sock_send_length` does on the fallback hook: the thread check and the status
+/// line at the start of every send of a watched thread, the socket's entry only for a send
+/// that carried a reported status (`tracer run --status-only`, configuration F of `cargo
+/// xtask bench`). Never attached otherwise.
+#[btf_tracepoint(function = "tcp_sendmsg_locked")]
+pub fn status_tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
+    let skp: *const c_void = ctx.arg(0);
+    let msg: *const u8 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !watched_thread(pid_tgid) {
+        return 0;
+    }
+    let Some(status) = msg_user_start(msg).and_then(user_status) else {
+        return 0;
+    };
+    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
+        return 0;
+    };
+    if info.role == ROLE_CLIENT {
+        emit_status(
+            EventKind::Response,
+            skp as u64,
+            info,
+            status,
+            VIA_OTHER,
+            now(),
+        );
+    }
+    0
+}
+
 /// Hook: BTF tracepoint `sock:sock_send_length(struct sock *sk, int ret, int flags)`, from
-/// sock_sendmsg_nosec(): every write/send/sendmsg on a socket, in the writing task. Checked on
-/// 6.18 (the tracepoint exists from 6.3).
+/// sock_sendmsg_nosec(): every write/send/sendmsg on a socket, in the writing task, after it.
+/// The tracepoint exists from 6.3; checked on 6.18. Attached where `tcp_sendmsg_locked` is
+/// not (before 6.16).
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     let skp: *const c_void = ctx.arg(0);
@@ -44,30 +103,9 @@ pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
     };
     if info.role == ROLE_CLIENT {
         on_client_write(skp as u64, info, pid_tgid as u32);
-        return 0;
-    }
-    if info.role == ROLE_UPSTREAM {
-        if info.req_start_ns == 0 {
-            let ts = now();
-            info.req_start_ns = ts;
-            info.req_bytes = 0;
-            info.rx_at_req = read::<u64>(skp as u64, off!(tcp_bytes_received));
-            info.req_idle_ns = if info.requests > 0 {
-                ts.saturating_sub(info.last_rx_ns)
-            } else {
-                0
-            };
-            // A reused connection is linked to the request it now carries, through the thread
-            // writing it now: HAProxy hands pooled connections between threads. A new
-            // connection keeps the link made at its connect(), right after the thread read
-            // its client's request: its first write waits for the handshake, and by then the
-            // thread may have read other clients' requests.
-            info.tid = pid_tgid as u32;
-            if info.requests > 0 || info.peer == 0 {
-                link_to_client(skp as u64, info);
-            }
-        }
-        info.req_bytes += ret as u64;
+    } else if info.role == ROLE_UPSTREAM {
+        // The write's bytes are queued already.
+        on_upstream_write(skp, info, pid_tgid as u32, ret as u32);
     }
     0
 }
@@ -89,7 +127,7 @@ pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
     if !watched_thread(pid_tgid) {
         return 0;
     }
-    let Some((status, via)) = syscall_status() else {
+    let Some((status, via)) = syscall_status(Task::current()) else {
         return 0;
     };
     let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
@@ -99,6 +137,35 @@ pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
         emit_status(EventKind::Response, skp as u64, info, status, via, now());
     }
     0
+}
+
+/// A write of thread `tid` to upstream socket `skp`, after `queued` of its bytes were queued:
+/// the first of a request starts it.
+#[inline(always)]
+fn on_upstream_write(skp: *const c_void, info: &mut SockInfo, tid: u32, queued: u32) {
+    if info.req_start_ns != 0 {
+        return;
+    }
+    let ts = now();
+    info.req_start_ns = ts;
+    let (rx, seq) = rx_bytes_and_write_seq(skp);
+    info.rx_at_req = rx;
+    // The request's bytes are counted from here when its response starts (`ttfb`).
+    info.seq_mark = seq.wrapping_sub(queued);
+    info.req_idle_ns = if info.requests > 0 {
+        ts.saturating_sub(info.last_rx_ns)
+    } else {
+        0
+    };
+    // A reused connection is linked to the request it now carries, through the thread
+    // writing it now: HAProxy hands pooled connections between threads. A new connection
+    // keeps the link made at its connect(), right after the thread read its client's
+    // request: its first write waits for the handshake, and by then the thread may have read
+    // other clients' requests.
+    info.tid = tid;
+    if info.requests > 0 || info.peer == 0 {
+        link_to_client(skp as u64, info);
+    }
 }
 
 /// Hook: BTF tracepoint `sock:sock_recv_length(struct sock *sk, int ret, int flags)`, from
@@ -112,7 +179,9 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     if ret <= 0 || flags & MSG_PEEK != 0 {
         return 0;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // The task, not just its ids: an upstream response's status line is found through it.
+    let task = Task::current();
+    let pid_tgid = task.pid_tgid();
     let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_RECV) else {
         return 0;
     };
@@ -130,7 +199,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
     let answering = info.req_start_ns != 0;
     // The buffer of the read around us starts with the status line.
     let status = if answering && ret >= 12 {
-        syscall_status()
+        syscall_status(task)
     } else {
         None
     };

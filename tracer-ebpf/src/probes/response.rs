@@ -7,19 +7,21 @@
 //! Only the first 12 bytes of a buffer are read, and only after the cheap tests passed: the
 //! socket is watched and has the right role.
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::bpf_probe_read_user;
 use tracer_common::{
     event::{
-        EventKind, Response, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG, VIA_SENDMSG,
-        VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
+        EventKind, Response, VIA_OTHER, VIA_READ, VIA_READV, VIA_RECVFROM, VIA_RECVMSG,
+        VIA_SENDMSG, VIA_SENDTO, VIA_TLS, VIA_WRITE, VIA_WRITEV,
     },
     offsets::UNKNOWN,
 };
 
 use crate::maps::SockEntry as _;
 use crate::{
-    kernel::{syscall_args, user_status},
-    maps::{SockInfo, TLS_STATUS, emit, now},
+    kernel::{Task, msg_user_start, rx_bytes_and_write_seq, syscall_args, user_status},
+    maps::{F_STATUS_MARK, SockInfo, TLS_STATUS, emit, now},
     probes::hold::{release_before_failure, release_upstream_of},
 };
 
@@ -31,14 +33,45 @@ const MSGHDR_IOV: u64 = 16;
 #[unsafe(no_mangle)]
 pub(crate) static mut TLS_SEEN: u8 = 0;
 
-/// A status line leaving on client socket `sk`, written by the running thread `tid`.
+/// After a write to client socket `sk` by the running thread `tid` (`sock_send_length`): the
+/// status line at the start of the system call's buffer, or the one SSL_write was handed.
 #[inline(always)]
 pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
     let Some((status, via)) =
-        syscall_status().or_else(|| tls_status(tid).map(|status| (status, VIA_TLS)))
+        syscall_status(Task::current()).or_else(|| tls_status(tid).map(|status| (status, VIA_TLS)))
     else {
         return;
     };
+    on_client_status(sk, info, tid, status, via);
+}
+
+/// As a send to client socket `skp` begins (`tcp_sendmsg_locked`, given the send's `msg`):
+/// the status line at the start of its data, read through the msghdr instead of the saved
+/// registers. The call it came by is asked only for a reported status. This runs before the
+/// data is queued, so a send that queues nothing and is tried again (EAGAIN, or a blocking
+/// send waiting for room) shows the same line twice: the second finds `write_seq` where the
+/// first left it, and is not reported.
+#[inline(always)]
+pub fn on_client_send(skp: *const c_void, msg: *const u8, info: &mut SockInfo, tid: u32) {
+    let status = match msg_user_start(msg).and_then(user_status) {
+        Some(status) => (status, syscall_via()),
+        None => match tls_status(tid) {
+            Some(status) => (status, VIA_TLS),
+            None => return,
+        },
+    };
+    let (_, seq) = rx_bytes_and_write_seq(skp);
+    if info.flags & F_STATUS_MARK != 0 && info.seq_mark == seq {
+        return;
+    }
+    info.flags |= F_STATUS_MARK;
+    info.seq_mark = seq;
+    on_client_status(skp as u64, info, tid, status.0, status.1);
+}
+
+/// A reported status line `status` leaving on client socket `sk`, written by thread `tid`.
+#[inline(always)]
+fn on_client_status(sk: u64, info: &mut SockInfo, tid: u32, status: u16, via: u8) {
     // The writer, not the acceptor, is the thread that answered.
     info.tid = tid;
     release_upstream_of(info);
@@ -74,9 +107,9 @@ fn tls_status(tid: u32) -> Option<u16> {
 /// running task is in, and which call that is. Other calls (io_uring, sendfile, splice) and
 /// kernels whose registers user space could not describe give none.
 #[inline(always)]
-pub fn syscall_status() -> Option<(u16, u8)> {
+pub fn syscall_status(task: Task) -> Option<(u16, u8)> {
     let mut nr = UNKNOWN;
-    let [arg] = syscall_args::<1, 1>(&mut nr);
+    let [arg] = syscall_args::<1, 1>(task, &mut nr);
     if nr == UNKNOWN {
         return None;
     }
@@ -93,6 +126,18 @@ pub fn syscall_status() -> Option<(u16, u8)> {
         }
     };
     Some((user_status(buf)?, via))
+}
+
+/// Which call the running task sends by, for a status line read through the msghdr: one of
+/// the write system calls, or `VIA_OTHER` (io_uring, a kernel sender).
+#[inline(always)]
+fn syscall_via() -> u8 {
+    let mut nr = UNKNOWN;
+    let [] = syscall_args::<0, 0>(Task::current(), &mut nr);
+    if nr == UNKNOWN {
+        return VIA_OTHER;
+    }
+    via_of(nr).unwrap_or(VIA_OTHER)
 }
 
 /// Which read or write system call number `nr` is on this architecture.

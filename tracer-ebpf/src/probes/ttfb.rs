@@ -11,7 +11,7 @@ use tracer_common::event::{EventKind, FirstByte, TTFB_RETRY, TTFB_SAMPLE, TTFB_S
 
 use crate::maps::SockEntry as _;
 use crate::{
-    kernel::ttfb_every,
+    kernel::{off, read, ttfb_every},
     maps::{F_AFTER_FAILURE, SockInfo, emit},
     probes::hold::hold_first_byte,
 };
@@ -28,7 +28,14 @@ const SUMMARY_EVERY_NS: u64 = 1_000_000_000;
 pub fn on_first_byte(sk: u64, info: &mut SockInfo, ttfb_ns: u64, ts: u64, status_reported: bool) {
     let after_failure = info.flags & F_AFTER_FAILURE != 0;
     info.flags &= !F_AFTER_FAILURE;
-    let why = if info.requests.wrapping_sub(1) % ttfb_every() == 0 {
+    let sampled = info.requests.wrapping_sub(1) % ttfb_every() == 0;
+    if sampled || after_failure || status_reported {
+        // Recorded (or held): what the request queued since it started. A tallied request
+        // needs no count, and saves the read.
+        let seq = read::<u32>(sk, off!(tcp_write_seq));
+        info.req_bytes = seq.wrapping_sub(info.seq_mark) as u64;
+    }
+    let why = if sampled {
         // A first request that may be a retry, or whose status is reported, is written now.
         if !after_failure && !status_reported && hold_first_byte(info, ttfb_ns, ts) {
             return;

@@ -20,7 +20,7 @@ use tracer_common::{
 };
 
 use self::{
-    attach::{HOOKS, Hook, HookKind},
+    attach::{HOOKS, HookKind},
     btf::{Btf, BtfError},
     offsets::{MissingField, OffsetError},
 };
@@ -80,6 +80,8 @@ pub struct LoadOptions {
     /// Hold the routine records of young upstream connections in the kernel
     /// (`tracer_common::sock::Held`).
     pub hold: bool,
+    /// Attach each hook's fallback where the table has one, instead of the preferred hook.
+    pub fallback_hooks: bool,
     /// Which programs go on the hooks: the tracer's, or a benchmark's floor.
     pub programs: ProgramSet,
 }
@@ -241,17 +243,28 @@ impl Probes {
 
         let mut hooks = Vec::with_capacity(HOOKS.len());
         for hook in HOOKS {
-            let error = attach_one(&mut ebpf, hook, opts.programs, &aya_btf).err();
+            let mut name = hook.display();
+            let mut error = match hook.fallback {
+                Some(_) if opts.fallback_hooks => Some("not tried (--fallback-hooks)".to_string()),
+                _ => attach_one(&mut ebpf, hook.program, hook.kind, opts.programs, &aya_btf).err(),
+            };
+            if let (Some(first), Some((program, kind))) = (&error, hook.fallback) {
+                log::debug!("{name} did not attach ({first}); trying {}", kind.display());
+                error = attach_one(&mut ebpf, program, kind, opts.programs, &aya_btf)
+                    .map_err(|e| format!("{e}; and {name}: {first}"))
+                    .err();
+                name = format!("{} (instead of {name})", kind.display());
+            }
             if hook.required
                 && let Some(error) = &error
             {
                 return Err(ProbeError::Required {
-                    hook: hook.display(),
+                    hook: name,
                     error: error.clone(),
                 });
             }
             hooks.push(HookStatus {
-                name: hook.display(),
+                name,
                 feature: hook.feature,
                 required: hook.required,
                 error,
@@ -438,15 +451,16 @@ fn mark_all<K: aya::Pod>(
 
 fn attach_one(
     ebpf: &mut Ebpf,
-    hook: &Hook,
+    program: &str,
+    kind: HookKind,
     programs: ProgramSet,
     btf: &aya::Btf,
 ) -> Result<(), String> {
-    let name = program_name(hook.program, programs);
+    let name = program_name(program, programs);
     let prog = ebpf
         .program_mut(&name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
-    match hook.kind {
+    match kind {
         HookKind::BtfTracepoint(name) => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
             p.load(name, btf).map_err(|e| verifier_error(&e))?;
@@ -456,12 +470,15 @@ fn attach_one(
     Ok(())
 }
 
+/// The programs on socket sends, which read status lines: the table's choice and its fallback.
+const SEND_PROGRAMS: [&str; 2] = ["tcp_sendmsg_locked", "sock_send_length"];
+
 /// The program to attach for `program` of the attach table: itself, or in a benchmark's set
 /// its empty twin (`tracer-ebpf/src/probes/empty.rs`) or its status-only twin (`probes/io.rs`).
 fn program_name(program: &str, programs: ProgramSet) -> String {
     match programs {
         ProgramSet::Full => program.to_string(),
-        ProgramSet::StatusOnly if program == "sock_send_length" => format!("status_{program}"),
+        ProgramSet::StatusOnly if SEND_PROGRAMS.contains(&program) => format!("status_{program}"),
         ProgramSet::Empty | ProgramSet::StatusOnly => format!("empty_{program}"),
     }
 }
@@ -501,13 +518,15 @@ mod tests {
 
     #[test]
     fn benchmark_sets_attach_twins_of_every_program() {
-        for hook in HOOKS {
-            let p = hook.program;
+        let programs = HOOKS
+            .iter()
+            .flat_map(|h| std::iter::once(h.program).chain(h.fallback.map(|(p, _)| p)));
+        for p in programs {
             assert_eq!(program_name(p, ProgramSet::Full), p);
             assert_eq!(program_name(p, ProgramSet::Empty), format!("empty_{p}"));
             let status = program_name(p, ProgramSet::StatusOnly);
-            if p == "sock_send_length" {
-                assert_eq!(status, "status_sock_send_length");
+            if SEND_PROGRAMS.contains(&p) {
+                assert_eq!(status, format!("status_{p}"));
             } else {
                 assert_eq!(status, format!("empty_{p}"));
             }

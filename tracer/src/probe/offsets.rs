@@ -1,6 +1,6 @@
 //! Fills [`KernelOffsets`] from the running kernel's BTF.
 
-use tracer_common::offsets::{KernelOffsets, SyscallNumbers, UNKNOWN};
+use tracer_common::offsets::{KernelOffsets, MsgIterOffsets, SyscallNumbers, UNKNOWN};
 
 use super::btf::{Btf, BtfError};
 
@@ -101,6 +101,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.tcp_bytes_received = optional("tcp_sock", "bytes_received");
     o.tcp_rcv_nxt = optional("tcp_sock", "rcv_nxt");
     o.tcp_copied_seq = optional("tcp_sock", "copied_seq");
+    o.tcp_write_seq = optional("tcp_sock", "write_seq");
     o.sk_error_queue = optional("sock", "sk_error_queue");
     o.sk_error_queue_last = optional("sock", "sk_error_queue.prev");
     o.skb_exterr = match (optional("sk_buff", "cb"), optional("sock_exterr_skb", "ee")) {
@@ -113,6 +114,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
     o.skb_protocol = optional("sk_buff", "protocol");
     o.task_real_parent = optional("task_struct", "real_parent");
     o.task_tgid = optional("task_struct", "tgid");
+    o.task_pid = optional("task_struct", "pid");
     let regs = REGS.map(|(field, extra)| match optional("pt_regs", field) {
         UNKNOWN => UNKNOWN,
         offset => offset + extra,
@@ -121,6 +123,11 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
         o.regs_syscall = regs[0];
         o.regs_args = [regs[1], regs[2], regs[3], regs[4]];
         o.syscalls = syscall_numbers();
+    }
+    // Only where the send tracepoint that passes the msghdr exists (6.16+): older kernels
+    // have other iterator layouts, and use the fallback hook, which needs none of these.
+    if btf.trace_arg_count("tcp_sendmsg_locked").unwrap_or(0) >= 2 {
+        o.msg_iter = msg_iter_offsets(btf, &mut optional);
     }
     // Tracepoint argument lists grew over time: read an argument only where this kernel has it.
     if btf.trace_arg_count("tcp_send_reset").unwrap_or(0) >= 3 {
@@ -133,6 +140,36 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetError> {
         offsets: o,
         missing,
     })
+}
+
+/// Where a send's data stands in `struct msghdr` (see `MsgIterOffsets`). `ubuf` and `__iov`
+/// share one union member of `struct iov_iter`, so one offset serves both.
+fn msg_iter_offsets(btf: &Btf, optional: &mut impl FnMut(&str, &str) -> u32) -> MsgIterOffsets {
+    let types = btf.enum_values("iter_type").unwrap_or_default();
+    let value = |name: &str| {
+        types
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| u32::try_from(*v).ok())
+            .unwrap_or(UNKNOWN)
+    };
+    let m = MsgIterOffsets {
+        iter: optional("msghdr", "msg_iter"),
+        iter_type: optional("iov_iter", "iter_type"),
+        iov_offset: optional("iov_iter", "iov_offset"),
+        ptr: optional("iov_iter", "ubuf"),
+        iov_base: optional("iovec", "iov_base"),
+        type_ubuf: value("ITER_UBUF"),
+        type_iovec: value("ITER_IOVEC"),
+    };
+    // The iovec pointer must be where the one-buffer pointer is, or only ITER_UBUF is read.
+    if optional("iov_iter", "__iov") != m.ptr {
+        return MsgIterOffsets {
+            type_iovec: UNKNOWN,
+            ..m
+        };
+    }
+    m
 }
 
 #[cfg(test)]
@@ -166,5 +203,22 @@ mod tests {
         assert_ne!(o.regs_syscall, UNKNOWN);
         assert!(!o.regs_args.contains(&UNKNOWN));
         assert_eq!(o.syscalls, syscall_numbers());
+        let m = o.msg_iter;
+        if btf.trace_arg_count("tcp_sendmsg_locked").is_none() {
+            assert_eq!(m, MsgIterOffsets::UNSET);
+            return;
+        }
+        // Where the send tracepoint exists (6.18 has it), the layout its program reads.
+        assert_eq!(m.iter, btf.member_offset("msghdr", "msg_iter").unwrap());
+        assert_eq!(m.ptr, btf.member_offset("iov_iter", "__iov").unwrap());
+        assert_ne!(m.type_ubuf, m.type_iovec);
+        let fields = [
+            m.iter_type,
+            m.iov_offset,
+            m.iov_base,
+            m.type_ubuf,
+            m.type_iovec,
+        ];
+        assert!(!fields.contains(&UNKNOWN), "{m:?}");
     }
 }
