@@ -33,7 +33,7 @@ fn quick_bench_writes_every_configuration() -> anyhow::Result<()> {
     assert_eq!(doc["schema"], 1);
     assert_eq!(doc["quick"], true);
     for mode in ["keepalive", "no_keepalive"] {
-        for config in ["A", "B", "C", "D", "E", "F"] {
+        for config in ["A", "B", "C", "D", "E", "F", "G"] {
             let s = &doc["summary"][mode][config];
             assert!(
                 s["rps_median"].as_f64().is_some_and(|r| r > 0.0),
@@ -53,7 +53,10 @@ fn quick_bench_writes_every_configuration() -> anyhow::Result<()> {
             // B traces every request; E has the same hooks with programs that do nothing.
             let emitted = &run["observer"]["stats"]["kernel_emitted"];
             match config {
-                "B" => assert!(emitted.as_u64().is_some_and(|n| n > 0), "{mode} B: {run}"),
+                "B" | "G" => assert!(
+                    emitted.as_u64().is_some_and(|n| n > 0),
+                    "{mode} {config}: {run}"
+                ),
                 "E" => assert_eq!(emitted.as_u64(), Some(0), "{mode} E: {run}"),
                 _ => {}
             }

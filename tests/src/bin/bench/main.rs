@@ -68,7 +68,7 @@ struct Args {
     keep_output: bool,
     /// The configurations to run, as letters (e.g. `AB` for a quicker look at the tracer's
     /// cost alone). A always runs: the ratios need it. Budgets on the others show SKIP.
-    #[arg(long, value_name = "LETTERS", default_value = "ABCDEF", value_parser = parse_configs)]
+    #[arg(long, value_name = "LETTERS", default_value = "ABCDEFG", value_parser = parse_configs)]
     configs: Configs,
     /// Instead of the lab: time one run of each of the tracer's programs on a loopback
     /// ping-pong of N round trips, with BPF run-time statistics on.
@@ -88,14 +88,14 @@ struct Args {
 #[derive(Debug, Clone)]
 struct Configs(Vec<Config>);
 
-/// Parses `--configs`: letters out of A to F, each at most once; A is always added.
+/// Parses `--configs`: letters out of A to G, each at most once; A is always added.
 fn parse_configs(s: &str) -> Result<Configs, String> {
     let mut out = vec![Config::Baseline];
     for ch in s.chars() {
         let c = Config::ALL
             .into_iter()
             .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
-            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDEF"))?;
+            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDEFG"))?;
         match (c, out.contains(&c)) {
             (Config::Baseline, _) => {}
             (_, true) => return Err(format!("configuration {} is given twice", c.id())),

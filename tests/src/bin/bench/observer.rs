@@ -32,17 +32,22 @@ pub enum Config {
     /// F: E, but writes to clients read the status line of each response and do nothing
     /// more (`--status-only`): the least that in-kernel status capture costs.
     StatusOnly,
+    /// G: B on the attach table's fallback hooks (`--fallback-hooks`), as the tracer runs on
+    /// kernels older than its preferred hooks: sends read at `sock_send_length` instead of
+    /// `tcp_sendmsg_locked`. Side by side with B, it measures what the newer hook saves.
+    TracerFallback,
 }
 
 impl Config {
     /// All configurations, in their base order.
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::Baseline,
         Config::Tracer,
         Config::TracerAccessLog,
         Config::Tcpdump,
         Config::HooksOnly,
         Config::StatusOnly,
+        Config::TracerFallback,
     ];
 
     /// The letter used in the report.
@@ -54,6 +59,7 @@ impl Config {
             Config::Tcpdump => "D",
             Config::HooksOnly => "E",
             Config::StatusOnly => "F",
+            Config::TracerFallback => "G",
         }
     }
 
@@ -66,13 +72,17 @@ impl Config {
             Config::Tcpdump => "tcpdump -w",
             Config::HooksOnly => "hooks, empty programs",
             Config::StatusOnly => "status lines only",
+            Config::TracerFallback => "tracer, fallback hooks",
         }
     }
 
     /// Whether this configuration runs the tracer and traces: the budgets on the tracer's
     /// memory and lost events are judged on these.
     pub fn is_tracer(self) -> bool {
-        matches!(self, Config::Tracer | Config::TracerAccessLog)
+        matches!(
+            self,
+            Config::Tracer | Config::TracerAccessLog | Config::TracerFallback
+        )
     }
 
     /// Whether this configuration runs the tracer's binary, tracing or not.
@@ -128,7 +138,11 @@ impl Observer {
         let log = || -> anyhow::Result<Stdio> { Ok(std::fs::File::create(&stderr)?.into()) };
         match config {
             Config::Baseline => {}
-            Config::Tracer | Config::TracerAccessLog | Config::HooksOnly | Config::StatusOnly => {
+            Config::Tracer
+            | Config::TracerAccessLog
+            | Config::HooksOnly
+            | Config::StatusOnly
+            | Config::TracerFallback => {
                 let bin = tracer_bin();
                 if !bin.exists() {
                     bail!(
@@ -158,6 +172,9 @@ impl Observer {
                     }
                     Config::StatusOnly => {
                         cmd.arg("--status-only");
+                    }
+                    Config::TracerFallback => {
+                        cmd.arg("--fallback-hooks");
                     }
                     Config::Baseline | Config::Tracer | Config::Tcpdump => {}
                 }
