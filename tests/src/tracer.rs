@@ -162,6 +162,19 @@ impl Records {
             .collect()
     }
 
+    /// The one record of a type towards a remote address; fails the test, with every record
+    /// in the message, when there are none or several.
+    pub fn only_to(&self, t: &str, raddr: &str) -> &Value {
+        let found = self.to(t, raddr);
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {t} to {raddr}, got:\n{}",
+            self.dump()
+        );
+        found[0]
+    }
+
     /// Records of one type from a local address.
     pub fn from(&self, t: &str, laddr: &str) -> Vec<&Value> {
         self.0

@@ -11,17 +11,6 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn only<'a>(recs: &'a Records, kind: &str, raddr: &str) -> &'a Value {
-    let found = recs.to(kind, raddr);
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {kind} to {raddr}, got:\n{}",
-        recs.dump()
-    );
-    found[0]
-}
-
 fn assert_owner(r: &Value, pid: u32, lab: &Lab) {
     assert_eq!(r["pid"], pid, "wrong pid in {r}");
     assert_eq!(r["comm"], "curl", "wrong comm in {r}");
@@ -47,7 +36,7 @@ fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
     assert!(out.status.success(), "curl failed: {out:?}");
     let recs = tracer.stop()?;
 
-    let c = only(&recs, "connect", &up.addr);
+    let c = recs.only_to("connect", &up.addr);
     assert_owner(c, pid, &lab);
     let lat = f(&c["latency_us"]);
     assert!(
@@ -55,13 +44,13 @@ fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
         "implausible connect latency {lat} µs"
     );
     assert_eq!(c["syn_retransmits"], 0);
-    let start = only(&recs, "connect_start", &up.addr);
+    let start = recs.only_to("connect_start", &up.addr);
     assert_eq!(
         start["cookie"], c["cookie"],
         "connect_start and connect name one socket"
     );
 
-    let t = only(&recs, "ttfb", &up.addr);
+    let t = recs.only_to("ttfb", &up.addr);
     assert_owner(t, pid, &lab);
     let ttfb = f(&t["ttfb_us"]);
     assert!(
@@ -74,7 +63,7 @@ fn healthy_request_reports_connect_ttfb_and_close() -> anyhow::Result<()> {
     );
     assert_eq!(t["request_no"], 1);
 
-    let close = only(&recs, "close", &up.addr);
+    let close = recs.only_to("close", &up.addr);
     assert_eq!(close["laddr"], c["laddr"]);
     assert!(
         close["bytes_received"].as_u64().unwrap_or(0) >= 5000,
@@ -120,7 +109,7 @@ fn a_healthy_connection_writes_one_close_with_its_held_records() -> anyhow::Resu
             recs.dump()
         );
     }
-    let close = only(&recs, "close", &up.addr);
+    let close = recs.only_to("close", &up.addr);
     assert_owner(close, pid, &lab);
     let (connect, ttfb, duration) = (
         f(&close["connect_us"]),
@@ -153,7 +142,7 @@ fn refused_connect_reports_econnrefused_from_rst() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let recs = tracer.stop()?;
 
-    let e = only(&recs, "connect_error", &target);
+    let e = recs.only_to("connect_error", &target);
     assert_owner(e, pid, &lab);
     assert_eq!(e["errno"], 111);
     assert_eq!(e["error"], "ECONNREFUSED");
@@ -163,7 +152,7 @@ fn refused_connect_reports_econnrefused_from_rst() -> anyhow::Result<()> {
         d > 0.0 && d < 1_000_000.0,
         "implausible refusal time {d} µs"
     );
-    let rst = only(&recs, "reset_received", &target);
+    let rst = recs.only_to("reset_received", &target);
     assert_eq!(rst["state"], "SYN_SENT");
     assert_owner(rst, pid, &lab);
     assert_eq!(recs.to("close", &target).len(), 1);
@@ -185,7 +174,7 @@ fn dropped_syn_reports_timeout_with_syn_retransmits() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let recs = tracer.stop()?;
 
-    let e = only(&recs, "connect_error", &target);
+    let e = recs.only_to("connect_error", &target);
     assert_owner(e, pid, &lab);
     assert_eq!(e["errno"], 110);
     assert_eq!(e["error"], "ETIMEDOUT");
@@ -217,7 +206,7 @@ fn icmp_host_unreachable_reports_ehostunreach() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let recs = tracer.stop()?;
 
-    let e = only(&recs, "connect_error", &target);
+    let e = recs.only_to("connect_error", &target);
     assert_owner(e, pid, &lab);
     assert_eq!(e["errno"], 113, "{e}");
     assert_eq!(e["error"], "EHOSTUNREACH");
@@ -236,7 +225,7 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
     assert!(!out.status.success(), "curl should see the reset");
     let recs = tracer.stop()?;
 
-    let r = only(&recs, "reset_received", &up.addr);
+    let r = recs.only_to("reset_received", &up.addr);
     assert_owner(r, pid, &lab);
     assert_eq!(r["state"], "ESTABLISHED");
     // The upstream sent part of a response before the reset.
@@ -244,7 +233,7 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
     assert_eq!(r["awaiting_response"], false);
     assert!(recs.to("peer_close", &up.addr).is_empty());
     // The socket's summary names both ends, as its other records do.
-    let close = only(&recs, "close", &up.addr);
+    let close = recs.only_to("close", &up.addr);
     assert_eq!(close["laddr"], r["laddr"], "{close}");
     // The reset released what the connection held, just before it: its connect_start,
     // connect and first byte come first, with their own times.
@@ -261,7 +250,7 @@ fn reset_mid_response_reports_reset_received_in_established() -> anyhow::Result<
         "{}",
         recs.dump()
     );
-    let ttfb = only(&recs, "ttfb", &up.addr);
+    let ttfb = recs.only_to("ttfb", &up.addr);
     assert!(ttfb["time"].as_str() < r["time"].as_str(), "{ttfb}\n{r}");
     for held in ["connect_us", "ttfb_us"] {
         assert!(close.get(held).is_none(), "{held} in {close}");
@@ -279,14 +268,14 @@ fn fin_before_response_reports_peer_close_awaiting_response() -> anyhow::Result<
     assert!(!out.status.success(), "curl should see an empty reply");
     let recs = tracer.stop()?;
 
-    let p = only(&recs, "peer_close", &up.addr);
+    let p = recs.only_to("peer_close", &up.addr);
     assert_owner(p, pid, &lab);
     assert_eq!(p["awaiting_response"], true);
     assert_eq!(p["bytes_received"], 0);
     // A failure releases the held connect first, so the close has no `connect_us`.
-    let c = only(&recs, "connect", &up.addr);
+    let c = recs.only_to("connect", &up.addr);
     assert!(c["time"].as_str() < p["time"].as_str(), "{c}\n{p}");
-    assert!(only(&recs, "close", &up.addr).get("connect_us").is_none());
+    assert!(recs.only_to("close", &up.addr).get("connect_us").is_none());
     assert!(recs.to("ttfb", &up.addr).is_empty());
     assert!(recs.to("reset_received", &up.addr).is_empty());
     Ok(())
@@ -334,7 +323,7 @@ fn packet_loss_reports_retransmits_and_netfilter_drops() -> anyhow::Result<()> {
         "no NETFILTER_DROP drop:\n{}",
         recs.dump()
     );
-    let close = only(&recs, "close", &up.addr);
+    let close = recs.only_to("close", &up.addr);
     assert!(close["total_retrans"].as_u64().unwrap_or(0) >= 1, "{close}");
     Ok(())
 }
@@ -352,7 +341,7 @@ fn exhausted_ports_report_eaddrnotavail_before_the_wire() -> anyhow::Result<()> 
     assert!(!out.status.success());
     let recs = tracer.stop()?;
 
-    let e = only(&recs, "connect_error", &up.addr);
+    let e = recs.only_to("connect_error", &up.addr);
     assert_eq!(e["pid"], pid);
     assert_eq!(e["comm"], "curl");
     assert_eq!(e["errno"], 99);
@@ -448,10 +437,10 @@ fn a_listener_on_an_ephemeral_port_has_client_sockets() -> anyhow::Result<()> {
     assert_eq!(ports.len(), 4, "script output: {out:?}");
     for p in ports {
         let client = format!("{}:{p}", lab.px_addr);
-        let acc = only(&recs, "accept", &client);
+        let acc = recs.only_to("accept", &client);
         assert_eq!(acc["laddr"], listener.as_str(), "{acc}");
         assert_eq!(acc["role"], "client", "{acc}");
-        let resp = only(&recs, "response", &client);
+        let resp = recs.only_to("response", &client);
         assert_eq!(resp["role"], "client", "{resp}");
         assert_eq!(resp["laddr"], listener.as_str(), "{resp}");
     }
@@ -472,11 +461,11 @@ fn a_listener_older_than_the_tracer_on_an_ephemeral_port_has_client_sockets() ->
     assert!(out.status.success(), "curl failed: {out:?}");
     let recs = tracer.stop()?;
 
-    let c = only(&recs, "close", &up.addr);
+    let c = recs.only_to("close", &up.addr);
     // The server's end: a client connection with one request, whose accept was held and
     // whose close is its one record.
     let curl_end = c["laddr"].as_str().unwrap_or_default();
-    let server_end = only(&recs, "close", curl_end);
+    let server_end = recs.only_to("close", curl_end);
     assert_eq!(server_end["role"], "client", "{server_end}");
     assert_eq!(server_end["pid"], up.pid, "{server_end}");
     assert!(recs.to("accept", curl_end).is_empty(), "{}", recs.dump());

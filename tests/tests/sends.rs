@@ -47,17 +47,6 @@ impl SendHook {
     }
 }
 
-fn only<'a>(recs: &'a Records, kind: &str, raddr: &str) -> &'a Value {
-    let found = recs.to(kind, raddr);
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {kind} to {raddr}, got:\n{}",
-        recs.dump()
-    );
-    found[0]
-}
-
 #[test]
 fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<()> {
     require_root();
@@ -89,7 +78,7 @@ fn status_lines_through_every_call(hook: SendHook) -> anyhow::Result<()> {
         let status: u64 = status.parse()?;
         let upstream = format!("{}:{port}", lab.px_addr);
         // The accepted end wrote the status line: a response to the client at `upstream`.
-        let resp = only(&recs, "response", &upstream);
+        let resp = recs.only_to("response", &upstream);
         assert_eq!(resp["via"], write, "{resp}");
         assert_eq!(resp["status"], status, "{resp}");
         assert_eq!(resp["role"], "client", "{resp}");
@@ -175,7 +164,7 @@ fn a_status_line_refused_with_eagain_and_sent_again_is_reported_once() -> anyhow
         };
         assert_eq!(refused, "3", "{out:?}");
         let client = format!("{}:{port}", lab.px_addr);
-        let resp = only(&recs, "response", &client);
+        let resp = recs.only_to("response", &client);
         assert_eq!(resp["status"], 502, "{resp}");
         assert_eq!(resp["via"], "sendto", "{resp}");
     }
