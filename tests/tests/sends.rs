@@ -97,6 +97,54 @@ fn status_lines_through_every_call(hook: SendHook) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--status-only` (the bench's configuration F, the floor of status capture) reads each
+/// response's status line and traces nothing else: its measurements are of a program that
+/// does that work. Its sockets are never forgotten (the program on socket destruction is
+/// empty), so a new socket at a freed one's address carries the old one's addresses: only the
+/// statuses are checked.
+#[test]
+fn status_only_writes_each_response_and_nothing_else() -> anyhow::Result<()> {
+    require_root();
+    for hook in SEND_HOOKS {
+        let lab = Lab::new("stonly")?;
+        let args = hook.args(&["--comm", "python3", "--status-only"]);
+        let tracer = TracerRun::start(&lab.dir, &args)?;
+        let out = lab.run(
+            &lab.px,
+            &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr, "9000"],
+        )?;
+        let recs = tracer.stop()?;
+        hook.assert_attached(&recs);
+        let start = recs.of_type("start").next().expect("a start record");
+        assert_eq!(start["status_only"], true, "{start}");
+        let mut written: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
+            .collect();
+        assert_eq!(written.len(), 4, "script output: {out:?}");
+        let mut seen: Vec<u64> = recs
+            .of_type("response")
+            .map(|r| {
+                assert_eq!(r["role"], "client", "{r}");
+                r["status"].as_u64().unwrap_or(0)
+            })
+            .collect();
+        written.sort_unstable();
+        seen.sort_unstable();
+        assert_eq!(seen, written, "{hook:?}:\n{}", recs.dump());
+        for kind in [
+            "upstream_response",
+            "ttfb",
+            "connect_start",
+            "connect",
+            "close",
+        ] {
+            assert_eq!(recs.of_type(kind).count(), 0, "{hook:?} traced {kind}s");
+        }
+    }
+    Ok(())
+}
+
 /// A watched server whose client does not read: it fills the connection's send buffer until a
 /// send queues nothing (EAGAIN), tries its status line three times into the full buffer, then
 /// lets the client read everything and sends the line for real. Prints the client's port and

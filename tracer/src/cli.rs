@@ -161,8 +161,8 @@ pub struct RunArgs {
     pub hooks_only: bool,
     /// For benchmarks: attach every hook, with programs that return at once except on writes
     /// to clients, where the status line of a response is read and nothing more: the least
-    /// that in-kernel status capture costs (`cargo xtask bench`, configuration F). No verdict
-    /// can be made from what it traces.
+    /// that in-kernel status capture costs (`cargo xtask bench`, configuration F). Its verdicts
+    /// say nothing: no upstream is traced.
     #[arg(long, conflicts_with = "hooks_only")]
     pub status_only: bool,
 }
