@@ -56,21 +56,35 @@ fn status_lines_are_seen_through_every_read_and_write_call() -> anyhow::Result<(
     Ok(())
 }
 
-fn status_lines_through_every_call(hook: SendHook) -> anyhow::Result<()> {
-    let lab = Lab::new("calls")?;
-    let tracer = TracerRun::start(&lab.dir, &hook.args(&["--comm", "python3"]))?;
+/// Runs `status_calls.py` in a lab of its own (`tag`) under the tracer, watching python3 with
+/// the `extra` flags, and checks that `hook` read the sends. Returns the lab (whose addresses
+/// the records carry), the records and the script's output.
+fn status_calls(
+    tag: &str,
+    hook: SendHook,
+    extra: &[&str],
+) -> anyhow::Result<(Lab, Records, String)> {
+    let lab = Lab::new(tag)?;
+    let mut args = vec!["--comm", "python3"];
+    args.extend_from_slice(extra);
+    let tracer = TracerRun::start(&lab.dir, &hook.args(&args))?;
     let out = lab.run(
         &lab.px,
         &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr, "9000"],
     )?;
     let recs = tracer.stop()?;
     hook.assert_attached(&recs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(stdout.lines().count(), 4, "script output: {out:?}");
+    Ok((lab, recs, stdout))
+}
+
+fn status_lines_through_every_call(hook: SendHook) -> anyhow::Result<()> {
+    let (lab, recs, stdout) = status_calls("calls", hook, &[])?;
     let pairs: Vec<Vec<&str>> = stdout
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(pairs.len(), 4, "script output: {out:?}");
     for pair in pairs {
         let [port, write, read, status] = pair[..] else {
             panic!("bad script line {pair:?}");
@@ -106,22 +120,14 @@ fn status_lines_through_every_call(hook: SendHook) -> anyhow::Result<()> {
 fn status_only_writes_each_response_and_nothing_else() -> anyhow::Result<()> {
     require_root();
     for hook in SEND_HOOKS {
-        let lab = Lab::new("stonly")?;
-        let args = hook.args(&["--comm", "python3", "--status-only"]);
-        let tracer = TracerRun::start(&lab.dir, &args)?;
-        let out = lab.run(
-            &lab.px,
-            &["python3", "-c", STATUS_CALLS_PY, &lab.px_addr, "9000"],
-        )?;
-        let recs = tracer.stop()?;
-        hook.assert_attached(&recs);
+        let (_lab, recs, stdout) = status_calls("stonly", hook, &["--status-only"])?;
         let start = recs.of_type("start").next().expect("a start record");
         assert_eq!(start["status_only"], true, "{start}");
-        let mut written: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        let mut written: Vec<u64> = stdout
             .lines()
             .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
             .collect();
-        assert_eq!(written.len(), 4, "script output: {out:?}");
+        assert_eq!(written.len(), 4, "script output: {stdout}");
         let mut seen: Vec<u64> = recs
             .of_type("response")
             .map(|r| {
