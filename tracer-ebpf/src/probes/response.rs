@@ -55,6 +55,8 @@ pub fn on_client_write(sk: u64, info: &mut SockInfo, tid: u32) {
 pub fn on_client_send(skp: *const c_void, msg: *const u8, info: &mut SockInfo, tid: u32) {
     let status = match msg_user_start(msg).and_then(user_status) {
         Some(status) => (status, syscall_via()),
+        // Asked also when the send has no user buffer: with kernel TLS, what SSL_write was
+        // handed reaches TCP as pages.
         None => match tls_status(tid) {
             Some(status) => (status, VIA_TLS),
             None => return,
