@@ -20,9 +20,6 @@ pub struct SockInfo {
     pub cookie: u64,
     /// First write of the request now waiting for its response; 0 when none is outstanding.
     pub req_start_ns: u64,
-    /// Bytes the outstanding request queued, from `seq_mark`: counted when its response
-    /// starts, and only for a request that gets a `ttfb` record.
-    pub req_bytes: u64,
     /// Last read that returned response bytes (or the handshake), to measure idle time at reuse.
     pub last_rx_ns: u64,
     /// Idle time before the outstanding request (0 on a connection's first request).
@@ -67,7 +64,7 @@ pub struct SockInfo {
     pub held_records: Held,
 }
 
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 272);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 264);
 
 /// [`SockInfo::held`]: the connection's `connect_start` and `connect` are held.
 pub const HELD_CONNECT: u8 = 1;

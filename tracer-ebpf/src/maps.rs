@@ -119,7 +119,7 @@ pub const THREAD_SLOTS: u32 = 16;
 pub static THREAD_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(THREAD_SLOTS, 0);
 
 /// Room on this CPU to build a new socket's entry before it enters `SOCKS`, one slot per
-/// program that builds them (`NEW_SOCK_*`). The 272-byte entry on the stack, next to the call
+/// program that builds them (`NEW_SOCK_*`). The 264-byte entry on the stack, next to the call
 /// chain of the process filter, passed the verifier's 512-byte limit on the frames of a call
 /// chain (576 bytes with the nightly of 2026-05-19). A slot per program, because a program
 /// run may be preempted by another task's run of another program on the same CPU; the kernel

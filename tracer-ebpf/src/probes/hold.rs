@@ -50,14 +50,14 @@ pub fn hold_connect(info: &mut SockInfo, ts: u64, srtt_us: u32) -> bool {
 
 /// Holds the `ttfb` of a connection's first request when its `connect` is held too.
 #[inline(always)]
-pub fn hold_first_byte(info: &mut SockInfo, ttfb_ns: u64, ts: u64) -> bool {
+pub fn hold_first_byte(info: &mut SockInfo, ttfb_ns: u64, ts: u64, request_bytes: u64) -> bool {
     if info.held & HELD_CONNECT == 0 || info.requests != 1 {
         return false;
     }
     info.held |= HELD_TTFB;
     info.held_records.first_byte_ns = ts;
     info.held_records.ttfb_ns = ttfb_ns;
-    info.held_records.request_bytes = info.req_bytes;
+    info.held_records.request_bytes = request_bytes;
     true
 }
 

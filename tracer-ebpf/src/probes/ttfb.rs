@@ -29,29 +29,27 @@ pub fn on_first_byte(sk: u64, info: &mut SockInfo, ttfb_ns: u64, ts: u64, status
     let after_failure = info.flags & F_AFTER_FAILURE != 0;
     info.flags &= !F_AFTER_FAILURE;
     let sampled = info.requests.wrapping_sub(1) % ttfb_every() == 0;
-    if sampled || after_failure || status_reported {
-        // Recorded (or held): what the request queued since it started. A tallied request
-        // needs no count, and saves the read.
-        let seq = read::<u32>(sk, off!(tcp_write_seq));
-        info.req_bytes = seq.wrapping_sub(info.seq_mark) as u64;
+    if !(sampled || after_failure || status_reported) {
+        tally(sk, info, ttfb_ns, ts);
+        return;
     }
+    // Recorded (or held): what the request queued since it started. A tallied request needs
+    // no count, and saves the read.
+    let request_bytes = read::<u32>(sk, off!(tcp_write_seq)).wrapping_sub(info.seq_mark) as u64;
     let why = if sampled {
         // A first request that may be a retry, or whose status is reported, is written now.
-        if !after_failure && !status_reported && hold_first_byte(info, ttfb_ns, ts) {
+        if !after_failure && !status_reported && hold_first_byte(info, ttfb_ns, ts, request_bytes) {
             return;
         }
         TTFB_SAMPLE
     } else if after_failure {
         TTFB_RETRY
-    } else if status_reported {
-        TTFB_STATUS
     } else {
-        tally(sk, info, ttfb_ns, ts);
-        return;
+        TTFB_STATUS
     };
     let payload = FirstByte {
         ttfb_ns,
-        request_bytes: info.req_bytes,
+        request_bytes,
         idle_ns: info.req_idle_ns,
         request_no: info.requests,
         why,
