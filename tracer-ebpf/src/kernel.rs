@@ -314,6 +314,19 @@ pub fn rx_bytes_and_write_seq(skp: *const c_void) -> (u64, u32) {
     }
 }
 
+/// Whether the send of `tcp_sendmsg_locked`'s `struct msghdr *` stands inside a buffer it
+/// has begun (`iov_offset` > 0): a later pass of a send that fills more than one segment,
+/// whose first pass was seen. One load from the typed msghdr.
+#[inline(always)]
+pub fn msg_mid_buffer(msg: *const u8) -> bool {
+    let (iter, pos) = (off!(msg_iter.iter), off!(msg_iter.iov_offset));
+    if iter == UNKNOWN || pos == UNKNOWN {
+        return false;
+    }
+    // SAFETY: as in `msg_user_start`.
+    unsafe { core::ptr::read_volatile(msg.add(iter as usize + pos as usize) as *const u64) != 0 }
+}
+
 /// The user address at which the data of a send begins, from the `struct msghdr *` of
 /// `tcp_sendmsg_locked`, when its iterator stands at the start of a user buffer: the one
 /// buffer of write/send (`ITER_UBUF`), or the current one of writev/sendmsg (`ITER_IOVEC`).
@@ -322,26 +335,27 @@ pub fn rx_bytes_and_write_seq(skp: *const c_void) -> (u64, u32) {
 /// buffer's address, which its typed pointer (a `__user` union member to BTF) does not give.
 #[inline(always)]
 pub fn msg_user_start(msg: *const u8) -> Option<u64> {
-    let iter = off!(msg_iter.iter);
-    let (ty, pos, ptr) = (
+    if msg_mid_buffer(msg) {
+        return None;
+    }
+    let (iter, ty, ptr) = (
+        off!(msg_iter.iter),
         off!(msg_iter.iter_type),
-        off!(msg_iter.iov_offset),
         off!(msg_iter.ptr),
     );
-    if iter == UNKNOWN || ty == UNKNOWN || pos == UNKNOWN || ptr == UNKNOWN {
+    if iter == UNKNOWN || ty == UNKNOWN || ptr == UNKNOWN {
         return None;
     }
     // SAFETY: `msg` is the tracepoint's typed `struct msghdr *`; the offsets come from BTF
     // through `.rodata`, so the verifier checks each load against the struct.
-    let (kind, at, ptr) = unsafe {
+    let (kind, ptr) = unsafe {
         let it = msg.add(iter as usize);
         (
             core::ptr::read_volatile(it.add(ty as usize)) as u32,
-            core::ptr::read_volatile(it.add(pos as usize) as *const u64),
             core::ptr::read_volatile(it.add(ptr as usize) as *const u64),
         )
     };
-    if at != 0 || ptr == 0 {
+    if ptr == 0 {
         return None;
     }
     if kind == off!(msg_iter.type_ubuf) {

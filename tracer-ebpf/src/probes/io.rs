@@ -12,7 +12,7 @@ use tracer_common::event::{Accepted, EventKind, ROLE_CLIENT, ROLE_UPSTREAM, VIA_
 
 use crate::{
     kernel::{
-        TCP_ESTABLISHED, Task, current_comm, is_ephemeral, is_tcp, msg_user_start,
+        TCP_ESTABLISHED, Task, current_comm, is_ephemeral, is_tcp, msg_mid_buffer, msg_user_start,
         rx_bytes_and_write_seq, sk_state, sk_tuple, user_status, watched_thread,
     },
     maps::{
@@ -41,6 +41,11 @@ const MSG_PEEK: i32 = 2;
 pub fn tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
     let skp: *const c_void = ctx.arg(0);
     let msg: *const u8 = ctx.arg(1);
+    // A later pass of one send: its first pass started the request or read the status line.
+    // Checked first, so that a large send costs what a small one does.
+    if msg_mid_buffer(msg) {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
         return 0;
@@ -63,25 +68,15 @@ pub fn tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
 pub fn status_tcp_sendmsg_locked(ctx: BtfTracePointContext) -> u32 {
     let skp: *const c_void = ctx.arg(0);
     let msg: *const u8 = ctx.arg(1);
+    if msg_mid_buffer(msg) {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if !watched_thread(pid_tgid) {
         return 0;
     }
-    let Some(status) = msg_user_start(msg).and_then(user_status) else {
-        return 0;
-    };
-    let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
-        return 0;
-    };
-    if info.role == ROLE_CLIENT {
-        emit_status(
-            EventKind::Response,
-            skp as u64,
-            info,
-            status,
-            VIA_OTHER,
-            now(),
-        );
+    if let Some(status) = msg_user_start(msg).and_then(user_status) {
+        emit_status_only(skp, pid_tgid, status, VIA_OTHER);
     }
     0
 }
@@ -127,16 +122,22 @@ pub fn status_sock_send_length(ctx: BtfTracePointContext) -> u32 {
     if !watched_thread(pid_tgid) {
         return 0;
     }
-    let Some((status, via)) = syscall_status(Task::current()) else {
-        return 0;
-    };
+    if let Some((status, via)) = syscall_status(Task::current()) {
+        emit_status_only(skp, pid_tgid, status, via);
+    }
+    0
+}
+
+/// The status-only programs' end: a reported status line written by watched thread
+/// `pid_tgid` to socket `skp` is a `response` if the socket is a client's.
+#[inline(always)]
+fn emit_status_only(skp: *const c_void, pid_tgid: u64, status: u16, via: u8) {
     let Some(info) = watched_sock(skp, pid_tgid, NEW_SOCK_SEND) else {
-        return 0;
+        return;
     };
     if info.role == ROLE_CLIENT {
         emit_status(EventKind::Response, skp as u64, info, status, via, now());
     }
-    0
 }
 
 /// A write of thread `tid` to upstream socket `skp`, after `queued` of its bytes were queued:
