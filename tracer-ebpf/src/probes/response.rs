@@ -110,12 +110,7 @@ fn tls_status(tid: u32) -> Option<u16> {
 /// kernels whose registers user space could not describe give none.
 #[inline(always)]
 pub fn syscall_status(task: Task) -> Option<(u16, u8)> {
-    let mut nr = UNKNOWN;
-    let [arg] = syscall_args::<1, 1>(task, &mut nr);
-    if nr == UNKNOWN {
-        return None;
-    }
-    let via = via_of(nr)?;
+    let (via, [arg]) = current_call::<1, 1>(task)?;
     // SAFETY: user-space reads through bpf_probe_read_user fail instead of faulting.
     let buf: u64 = unsafe {
         match via {
@@ -134,12 +129,19 @@ pub fn syscall_status(task: Task) -> Option<(u16, u8)> {
 /// the write system calls, or `VIA_OTHER` (io_uring, a kernel sender).
 #[inline(always)]
 fn syscall_via() -> u8 {
+    current_call::<0, 0>(Task::current()).map_or(VIA_OTHER, |(via, [])| via)
+}
+
+/// The read or write system call the running task `task` is in, and its arguments `FROM..FROM
+/// + N`; none for any other call, or outside one.
+#[inline(always)]
+fn current_call<const FROM: usize, const N: usize>(task: Task) -> Option<(u8, [u64; N])> {
     let mut nr = UNKNOWN;
-    let [] = syscall_args::<0, 0>(Task::current(), &mut nr);
+    let args = syscall_args::<FROM, N>(task, &mut nr);
     if nr == UNKNOWN {
-        return VIA_OTHER;
+        return None;
     }
-    via_of(nr).unwrap_or(VIA_OTHER)
+    Some((via_of(nr)?, args))
 }
 
 /// Which read or write system call number `nr` is on this architecture.
