@@ -1,9 +1,10 @@
 //! `cargo xtask bench`: what the tracer costs a busy reverse proxy. Real nginx proxies to a
-//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Six
+//! cheap upstream (a second nginx) in network namespaces while wrk loads it. Seven
 //! configurations alternate within every round: A no tracer, B the tracer, C the tracer with
 //! an access log, D `tcpdump -w` on the upstream port, E the tracer's hooks with empty
 //! programs (the floor of any tracer on those hooks), F the same with status lines read (the
-//! floor of in-kernel status capture). Then a fault mix measures how quickly
+//! floor of in-kernel status capture), G the tracer on its fallback hooks (as on kernels
+//! before 6.16). Then a fault mix measures how quickly
 //! verdicts follow their 5xx, and a profiling run reads the kernel programs' run times.
 //! Prints a table and the budgets of issue #5, and writes everything as JSON.
 //! The method and how to read the JSON are in docs/performance.md.
@@ -95,7 +96,10 @@ fn parse_configs(s: &str) -> Result<Configs, String> {
         let c = Config::ALL
             .into_iter()
             .find(|c| c.id().starts_with(ch.to_ascii_uppercase()))
-            .ok_or_else(|| format!("`{ch}` is not a configuration: use letters out of ABCDEFG"))?;
+            .ok_or_else(|| {
+                let letters: String = Config::ALL.iter().map(|c| c.id()).collect();
+                format!("`{ch}` is not a configuration: use letters out of {letters}")
+            })?;
         match (c, out.contains(&c)) {
             (Config::Baseline, _) => {}
             (_, true) => return Err(format!("configuration {} is given twice", c.id())),
